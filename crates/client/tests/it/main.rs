@@ -1,0 +1,5 @@
+//! Integration tests of the `postern` binary.
+
+#![allow(clippy::unwrap_used)]
+
+mod decode;
