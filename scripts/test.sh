@@ -14,7 +14,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 say "Debian packages"
-pkgs=(fwknop-client fwknop-server nftables iptables iproute2 build-essential pkg-config ca-certificates curl)
+pkgs=(fwknop-client fwknop-server nftables iptables iproute2 python3 build-essential pkg-config ca-certificates curl)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

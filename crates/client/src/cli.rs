@@ -1,14 +1,32 @@
-//! Command-line flags, defined once; `--help` is generated from them.
+//! Command-line flags, defined once: fwknop 2.6's client flags with the same names and
+//! meanings, plus the `decode` and `keygen` subcommands. `--help` is generated from
+//! these definitions.
 
-use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
 
-/// postern: Single Packet Authorization client, compatible with fwknop 2.6.
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+/// postern: Single Packet Authorization client, a drop-in for fwknop 2.6's client.
+///
+/// Sends one encrypted, authenticated packet that asks an SPA server (postern's
+/// posternd or fwknop's fwknopd) to open ports for your address.
+///
+/// Example: postern -A tcp/22 -a 203.0.113.7 -D server.example.org --key-rijndael KEY --key-hmac HKEY
 #[derive(Debug, Parser)]
-#[command(name = "postern", version, about, long_about = None)]
+#[command(
+    name = "postern",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true
+)]
 pub struct Cli {
-    /// What to do.
+    /// Subcommand (optional; without one, postern knocks like fwknop).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Knock flags (fwknop-compatible).
+    #[command(flatten)]
+    pub knock: KnockArgs,
 }
 
 /// Subcommands.
@@ -18,6 +36,188 @@ pub enum Command {
     ///
     /// Keys are given the way access.conf names them. The packet's age is not checked.
     Decode(DecodeArgs),
+    /// Generate a Rijndael key and an HMAC key (same as --key-gen).
+    Keygen(KeygenArgs),
+}
+
+/// Flags of `postern keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Encryption key length in bytes (1..32).
+    #[arg(long = "key-len", value_name = "N")]
+    pub key_len: Option<usize>,
+    /// HMAC key length in bytes (1..128).
+    #[arg(long = "hmac-key-len", value_name = "N")]
+    pub hmac_key_len: Option<usize>,
+    /// HMAC type the key is for (sets the default HMAC key length).
+    #[arg(long = "hmac-digest-type", value_name = "NAME")]
+    pub hmac_digest_type: Option<String>,
+    /// Write the keys to this file (mode 0600) instead of standard output.
+    #[arg(short = 'K', long = "key-gen-file", value_name = "FILE")]
+    pub key_gen_file: Option<PathBuf>,
+}
+
+/// The fwknop client flags.
+#[derive(Debug, Args, Default, Clone)]
+pub struct KnockArgs {
+    /// Ports to open on the server, e.g. tcp/22 or tcp/22,udp/53.
+    #[arg(short = 'A', long = "access", value_name = "PROTO/PORT,...")]
+    pub access: Option<String>,
+    /// Address to open access for (IPv4; IPv6 only with postern's daemon).
+    #[arg(short = 'a', long = "allow-ip", value_name = "IP", group = "allow")]
+    pub allow_ip: Option<String>,
+    /// Let the server use the packet's source address (not recommended).
+    #[arg(short = 's', long = "source-ip", group = "allow")]
+    pub source_ip: bool,
+    /// Find your public address over HTTPS (see --resolve-url).
+    #[arg(
+        short = 'R',
+        long = "resolve-ip-https",
+        alias = "resolve-ip-http",
+        group = "allow"
+    )]
+    pub resolve_ip: bool,
+    /// URL that answers with your public address (for -R).
+    #[arg(long = "resolve-url", value_name = "URL")]
+    pub resolve_url: Option<String>,
+    /// Allow plain HTTP for -R's default URL (open to tampering).
+    #[arg(long = "resolve-http-only")]
+    pub resolve_http_only: bool,
+    /// SPA server: host name, IPv4 or IPv6 address.
+    #[arg(short = 'D', long = "destination", value_name = "HOST")]
+    pub destination: Option<String>,
+    /// Destination port of the SPA packet (default 62201; 80 with -P http).
+    #[arg(short = 'p', long = "server-port", value_name = "PORT")]
+    pub server_port: Option<String>,
+    /// Transport: udp (default), tcp or http.
+    #[arg(short = 'P', long = "server-proto", value_name = "PROTO")]
+    pub server_proto: Option<String>,
+    /// Source port of the SPA packet.
+    #[arg(short = 'S', long = "source-port", value_name = "PORT")]
+    pub source_port: Option<String>,
+    /// Send to a random destination port (10000-65534).
+    #[arg(short = 'r', long = "rand-port")]
+    pub rand_port: bool,
+    /// Ask the server to keep access open this many seconds.
+    #[arg(short = 'f', long = "fw-timeout", value_name = "SECONDS")]
+    pub fw_timeout: Option<String>,
+    /// Ask the server to run this command instead of opening ports.
+    #[arg(short = 'C', long = "server-cmd", value_name = "COMMAND")]
+    pub server_cmd: Option<String>,
+    /// NAT access to an internal host: HOST:PORT.
+    #[arg(short = 'N', long = "nat-access", value_name = "HOST:PORT")]
+    pub nat_access: Option<String>,
+    /// Reach a service on the server itself through a forwarded port.
+    #[arg(long = "nat-local")]
+    pub nat_local: bool,
+    /// Port to ask the server to forward (replaces the port in -A).
+    #[arg(long = "nat-port", value_name = "PORT")]
+    pub nat_port: Option<String>,
+    /// Pick a random port to forward.
+    #[arg(long = "nat-rand-port")]
+    pub nat_rand_port: bool,
+    /// Username to put in the packet.
+    #[arg(short = 'U', long = "spoof-user", value_name = "USER")]
+    pub spoof_user: Option<String>,
+    /// Add time to the packet's timestamp: N, Nm, Nh or Nd.
+    #[arg(long = "time-offset-plus", value_name = "TIME")]
+    pub time_offset_plus: Option<String>,
+    /// Subtract time from the packet's timestamp: N, Nm, Nh or Nd.
+    #[arg(long = "time-offset-minus", value_name = "TIME")]
+    pub time_offset_minus: Option<String>,
+    /// Use this stanza of the rc file (on top of [default]).
+    #[arg(short = 'n', long = "named-config", value_name = "NAME")]
+    pub named_config: Option<String>,
+    /// Path of the rc file (default ~/.fwknoprc).
+    #[arg(long = "rc-file", value_name = "FILE")]
+    pub rc_file: Option<PathBuf>,
+    /// Do not read the rc file.
+    #[arg(long = "no-rc-file")]
+    pub no_rc_file: bool,
+    /// Save the options given on the command line into the -n stanza of the rc file.
+    #[arg(long = "save-rc-stanza")]
+    pub save_rc_stanza: bool,
+    /// With --save-rc-stanza, overwrite keys without asking.
+    #[arg(long = "force-stanza")]
+    pub force_stanza: bool,
+    /// List the stanzas of the rc file.
+    #[arg(long = "stanza-list")]
+    pub stanza_list: bool,
+    /// Generate a Rijndael key and an HMAC key and print them.
+    #[arg(short = 'k', long = "key-gen")]
+    pub key_gen: bool,
+    /// Write the generated keys to this file (implies --key-gen).
+    #[arg(short = 'K', long = "key-gen-file", value_name = "FILE")]
+    pub key_gen_file: Option<PathBuf>,
+    /// Length of the generated encryption key in bytes (1..32).
+    #[arg(long = "key-len", value_name = "N")]
+    pub key_len: Option<String>,
+    /// Length of the generated HMAC key in bytes (1..128).
+    #[arg(long = "hmac-key-len", value_name = "N")]
+    pub hmac_key_len: Option<String>,
+    /// Rijndael key (passphrase).
+    #[arg(long = "key-rijndael", value_name = "KEY", group = "enc_key")]
+    pub key_rijndael: Option<String>,
+    /// Rijndael key, base64.
+    #[arg(long = "key-base64-rijndael", value_name = "B64", group = "enc_key")]
+    pub key_base64_rijndael: Option<String>,
+    /// HMAC key (passphrase).
+    #[arg(long = "key-hmac", value_name = "KEY", group = "hmac_key")]
+    pub key_hmac: Option<String>,
+    /// HMAC key, base64.
+    #[arg(long = "key-base64-hmac", value_name = "B64", group = "hmac_key")]
+    pub key_base64_hmac: Option<String>,
+    /// Require an HMAC (prompt for its key if none is configured).
+    #[arg(long = "use-hmac")]
+    pub use_hmac: bool,
+    /// HMAC type: md5, sha1, sha256 (default), sha384, sha512, sha3_256, sha3_512.
+    #[arg(long = "hmac-digest-type", value_name = "NAME")]
+    pub hmac_digest_type: Option<String>,
+    /// SPA digest type: md5, sha1, sha256 (default), sha384, sha512, sha3_256, sha3_512.
+    #[arg(short = 'm', long = "digest-type", value_name = "NAME")]
+    pub digest_type: Option<String>,
+    /// Encryption mode: cbc (default), ecb, cfb, ofb, ctr, legacy.
+    #[arg(short = 'M', long = "encryption-mode", value_name = "NAME")]
+    pub encryption_mode: Option<String>,
+    /// Read the encryption key from a file of `<server>: <key>` lines.
+    #[arg(short = 'G', long = "get-key", value_name = "FILE", group = "enc_key")]
+    pub get_key: Option<PathBuf>,
+    /// Read the HMAC key from a file of `<server>: <key>` lines.
+    #[arg(long = "get-hmac-key", value_name = "FILE", group = "hmac_key")]
+    pub get_hmac_key: Option<PathBuf>,
+    /// Read the encryption key (and then the HMAC key) from standard input.
+    #[arg(long = "stdin")]
+    pub stdin: bool,
+    /// Build and print the packet without sending it.
+    #[arg(short = 'T', long = "test")]
+    pub test: bool,
+    /// Save the packet to this file.
+    #[arg(short = 'B', long = "save-packet", value_name = "FILE")]
+    pub save_packet: Option<PathBuf>,
+    /// Append to the -B file instead of overwriting it.
+    #[arg(short = 'b', long = "save-packet-append", requires = "save_packet")]
+    pub save_packet_append: bool,
+    /// Run again with the arguments of the last run.
+    #[arg(short = 'l', long = "last-cmd")]
+    pub last_cmd: bool,
+    /// Show the arguments of the last run.
+    #[arg(long = "show-last")]
+    pub show_last: bool,
+    /// Do not save this run's arguments.
+    #[arg(long = "no-save-args")]
+    pub no_save_args: bool,
+    /// File the last run's arguments are kept in (default ~/.fwknop.run).
+    #[arg(short = 'E', long = "save-args-file", value_name = "FILE")]
+    pub save_args_file: Option<PathBuf>,
+    /// HTTP User-Agent for -P http and -R.
+    #[arg(short = 'u', long = "user-agent", value_name = "AGENT")]
+    pub user_agent: Option<String>,
+    /// Resolve the server's name to an IPv4 address only.
+    #[arg(long = "server-resolve-ipv4")]
+    pub server_resolve_ipv4: bool,
+    /// More output (repeat for more).
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// Flags of `postern decode`.

@@ -67,6 +67,19 @@ impl DigestType {
         }
     }
 
+    /// fwknop's display name (`SHA256`, `SHA3_256`, ...).
+    pub fn display_name(self) -> &'static str {
+        match self {
+            DigestType::Md5 => "MD5",
+            DigestType::Sha1 => "SHA1",
+            DigestType::Sha256 => "SHA256",
+            DigestType::Sha384 => "SHA384",
+            DigestType::Sha512 => "SHA512",
+            DigestType::Sha3_256 => "SHA3_256",
+            DigestType::Sha3_512 => "SHA3_512",
+        }
+    }
+
     /// Raw output length in bytes.
     pub fn output_len(self) -> usize {
         match self {
@@ -193,6 +206,18 @@ impl EncryptionMode {
         }
     }
 
+    /// fwknop's display name (`CBC`, `legacy`, ...).
+    pub fn display_name(self) -> &'static str {
+        match self {
+            EncryptionMode::Legacy => "legacy",
+            EncryptionMode::Ecb => "ECB",
+            EncryptionMode::Cbc => "CBC",
+            EncryptionMode::Cfb => "CFB",
+            EncryptionMode::Ofb => "OFB",
+            EncryptionMode::Ctr => "CTR",
+        }
+    }
+
     /// Lowercase name.
     pub fn name(self) -> &'static str {
         match self {
@@ -276,6 +301,19 @@ impl MessageType {
     /// The type with this id.
     pub fn from_id(id: u8) -> Option<Self> {
         MessageType::ALL.get(usize::from(id)).copied()
+    }
+
+    /// fwknop's display name (as in `fwknop --test` output).
+    pub fn description(self) -> &'static str {
+        match self {
+            MessageType::Command => "Command msg",
+            MessageType::Access => "Access msg",
+            MessageType::NatAccess => "NAT access msg",
+            MessageType::ClientTimeoutAccess => "Client timeout access msg",
+            MessageType::ClientTimeoutNatAccess => "Client timeout NAT access msg",
+            MessageType::LocalNatAccess => "Local NAT access msg",
+            MessageType::ClientTimeoutLocalNatAccess => "Client timeout local NAT access msg",
+        }
     }
 
     /// Whether the message carries a NAT field.

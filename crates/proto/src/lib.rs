@@ -35,7 +35,7 @@ pub use algo::{DigestType, EncryptionMode, MessageType};
 pub use error::{Error, Field, Stage};
 pub use keys::{HmacKey, Key, Keys};
 pub use message::{NatTarget, PortSpec, Protocol, RandomValue, Request, SpaMessage};
-pub use packet::{decode, encode, Opened, Packet, ReplayKey};
+pub use packet::{decode, encode, seal, Opened, Packet, ReplayKey, Sealed};
 
 /// Decode arbitrary bytes with fixed keys and discard the result: the fuzzing entry
 /// point. Must never panic.

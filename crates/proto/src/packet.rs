@@ -190,31 +190,61 @@ pub fn decode(payload: &[u8], keys: &Keys) -> Result<Opened, Error> {
     Packet::new_checked(payload)?.open(keys)
 }
 
-/// Build the wire string for `message`, exactly as the fwknop client does for the same
+/// A packet built by [`seal`], with the intermediate values `--test` output shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// The `:`-joined encoded message, without digest.
+    pub encoded: String,
+    /// The SPA digest (unpadded base64).
+    pub digest: String,
+    /// The HMAC trailer (unpadded base64), if HMAC is used.
+    pub hmac: Option<String>,
+    /// The wire string: what goes into the datagram.
+    pub wire: String,
+}
+
+/// Build the packet for `message`, exactly as the fwknop client does for the same
 /// random value, timestamp and salt.
 ///
 /// Refuses anything fwknop could not decode, including Rijndael packets of 400
 /// characters or more (spec 5.5).
-pub fn encode(
+pub fn seal(
     message: &SpaMessage,
     keys: &Keys,
     digest_type: DigestType,
     salt: [u8; wire::SALT_LEN],
-) -> Result<String, Error> {
+) -> Result<Sealed, Error> {
     let encoded = message.encode()?;
     let digest = b64::encode(&digest_type.hash(encoded.as_bytes()));
     let plain = zeroize::Zeroizing::new(format!("{encoded}:{digest}"));
     let framed = crypto::seal(keys.mode(), keys.kdf_key(), &salt, plain.as_bytes());
     let full = b64::encode(&framed);
     let mut wire_text = full[wire::RIJNDAEL_PREFIX.len()..].to_owned();
-    if let Some(h) = keys.hmac() {
-        let mac = h.digest.hmac(h.key.as_bytes(), &[full.as_bytes()]);
-        wire_text.push_str(&b64::encode(&mac));
+    let hmac = keys
+        .hmac()
+        .map(|h| b64::encode(&h.digest.hmac(h.key.as_bytes(), &[full.as_bytes()])));
+    if let Some(h) = &hmac {
+        wire_text.push_str(h);
     }
     if wire_text.len() >= wire::GNUPG_MIN_LEN {
         return Err(Error::PacketTooLongForFwknop {
             len: wire_text.len(),
         });
     }
-    Ok(wire_text)
+    Ok(Sealed {
+        encoded,
+        digest,
+        hmac,
+        wire: wire_text,
+    })
+}
+
+/// The wire string for `message` (see [`seal`]).
+pub fn encode(
+    message: &SpaMessage,
+    keys: &Keys,
+    digest_type: DigestType,
+    salt: [u8; wire::SALT_LEN],
+) -> Result<String, Error> {
+    seal(message, keys, digest_type, salt).map(|s| s.wire)
 }

@@ -3,3 +3,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod decode;
+mod fwknopd_interop;
+mod netns;
