@@ -18,6 +18,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
     version,
     about,
     args_conflicts_with_subcommands = true,
+    args_override_self = true,
     disable_help_subcommand = true
 )]
 pub struct Cli {

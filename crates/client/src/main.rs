@@ -195,7 +195,18 @@ fn save_rc_stanza(
             )))
         }
     };
-    let out = rc::save_stanza(&text, name, &entries);
+    let remove: Vec<&str> = entries
+        .iter()
+        .filter_map(|(v, _)| settings::Var::by_rc_name(v))
+        .flat_map(|v| {
+            settings::VARS
+                .iter()
+                .filter(move |o| o.slot.is_some() && o.slot == v.slot && o.rc_name != v.rc_name)
+        })
+        .map(|o| o.rc_name)
+        .filter(|o| !entries.iter().any(|(e, _)| e == o))
+        .collect();
+    let out = rc::save_stanza(&text, name, &entries, &remove);
     // Write a sibling file and rename it over the old one: never a half-written rc file.
     let tmp = path.with_extension("postern-tmp");
     let write = || -> std::io::Result<()> {

@@ -129,9 +129,34 @@ impl RcFile {
 
 /// Write `entries` into stanza `name` of the rc `text`: lines of existing variables are
 /// replaced in place, new ones are added at the end of the stanza, a missing stanza is
-/// appended. Everything else (other stanzas, comments, blank lines) is kept as it was.
-pub fn save_stanza(text: &str, name: &str, entries: &[(&'static str, String)]) -> String {
+/// appended; lines of the `remove` variables in that stanza are dropped (alternatives of
+/// what is written, such as KEY_BASE64 when KEY is saved). Everything else (other
+/// stanzas, comments, blank lines) is kept as it was.
+pub fn save_stanza(
+    text: &str,
+    name: &str,
+    entries: &[(&'static str, String)],
+    remove: &[&str],
+) -> String {
+    let var_of = |l: &str| -> Option<String> {
+        (!is_comment(l) && header(l).is_none()).then(|| {
+            l.split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_uppercase()
+        })
+    };
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    if let Some(start) = lines.iter().position(|l| header(l) == Some(name)) {
+        let mut i = start + 1;
+        while i < lines.len() && header(&lines[i]).is_none() {
+            if var_of(&lines[i]).is_some_and(|v| remove.contains(&v.as_str())) {
+                lines.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
     let fmt_line = |var: &str, value: &str| format!("{var:<24}    {value}");
     let start = lines.iter().position(|l| header(l) == Some(name));
     let Some(start) = start else {
@@ -227,7 +252,9 @@ USE_HMAC            Y
             DOC_EXAMPLE,
             "myssh",
             &[("ACCESS", "tcp/2222".into()), ("FW_TIMEOUT", "60".into())],
+            &["KEY_BASE64"],
         );
+        assert!(!out.contains("wzNP62oPPgEc"), "removed alternative");
         assert!(out.contains("# fwknop's documented example"));
         assert!(out.contains("DIGEST_TYPE         sha256 ; comment after a value"));
         assert!(out.contains(&format!("{:<24}    tcp/2222", "ACCESS")));
@@ -237,7 +264,7 @@ USE_HMAC            Y
         assert_eq!(s.value("FW_TIMEOUT"), Some("60"));
         assert_eq!(s.value("SPA_SERVER"), Some("myserver.example.com"));
         // A new stanza is appended, the others are untouched.
-        let out2 = save_stanza(&out, "web", &[("ACCESS", "tcp/443".into())]);
+        let out2 = save_stanza(&out, "web", &[("ACCESS", "tcp/443".into())], &[]);
         assert!(out2.starts_with(&out));
         let rc = parse(&out2, Path::new("rc")).unwrap();
         assert_eq!(stanza_names(&rc), ["default", "myssh", "web"]);

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod cli;
 mod decode;
 mod fwknopd_interop;
 mod netns;
