@@ -332,7 +332,7 @@ fn knock_command(mut a: KnockArgs, argv: &[String]) -> Result<String, Fail> {
         }
     }
     merged.overlay(&cli_settings);
-    let plan = Plan::from_settings(&merged, a.server_cmd.as_deref(), a.test)?;
+    let plan = Plan::from_settings(&merged, a.server_cmd.as_deref(), a.test, a.stdin)?;
     if !plan.no_save_args {
         args::save(&args_file, &to_save)?;
     }

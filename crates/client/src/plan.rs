@@ -254,11 +254,13 @@ fn key_source(set: &Settings, text: &str, b64: &str, file: &str) -> Option<KeySo
 }
 
 impl Plan {
-    /// Check merged settings; `server_cmd` is `-C`, which has no rc variable.
+    /// Check merged settings; `server_cmd` is `-C`, which has no rc variable;
+    /// `stdin_keys` is `--stdin` (keys that are not configured are read from stdin).
     pub fn from_settings(
         set: &Settings,
         server_cmd: Option<&str>,
         test: bool,
+        stdin_keys: bool,
     ) -> Result<Plan, Fail> {
         for unsupported in ["SPOOF_SOURCE_IP", "HTTP_PROXY"] {
             if let Some(s) = set.get(unsupported) {
@@ -459,11 +461,20 @@ impl Plan {
             Some(s) => s.value.parse().map_err(|e| bad(&s.origin, e))?,
         };
         let key = key_source(set, "KEY", "KEY_BASE64", "KEY_FILE").unwrap_or(KeySource::Ask);
-        let use_hmac = flag_is_set(set, "USE_HMAC")? || set.get("HMAC_DIGEST_TYPE").is_some();
-        let hmac_key = match key_source(set, "HMAC_KEY", "HMAC_KEY_BASE64", "HMAC_KEY_FILE") {
-            Some(k) => Some(k),
-            None if use_hmac => Some(KeySource::Ask),
-            None => None,
+        let hmac_wanted = match set.get("USE_HMAC") {
+            Some(s) if boolean(s)? => Some(s.origin.clone()),
+            _ => set.get("HMAC_DIGEST_TYPE").map(|s| s.origin.clone()),
+        };
+        let hmac_key = match (key_source(set, "HMAC_KEY", "HMAC_KEY_BASE64", "HMAC_KEY_FILE"), hmac_wanted) {
+            (Some(k), _) => Some(k),
+            (None, Some(_)) if stdin_keys => Some(KeySource::Ask),
+            (None, Some(origin)) => {
+                return Err(bad(
+                    &origin,
+                    "HMAC is requested but no HMAC key is configured: add --key-hmac KEY, --key-base64-hmac B64 or --get-hmac-key FILE (or --stdin)",
+                ))
+            }
+            (None, None) => None,
         };
         if mode == EncryptionMode::Legacy && hmac_key.is_some() {
             let o = set

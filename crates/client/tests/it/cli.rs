@@ -95,6 +95,8 @@ fn misuse_gets_one_line_naming_the_flag() {
         (vec!["-A", "tcp/22", "-U", "bad:user"], "postern: -U/--spoof-user: username contains a forbidden character"),
         (vec!["-A", "tcp/22", "--time-offset-plus", "5y"], "postern: --time-offset-plus: '5y' is not a time offset (N, Nm, Nh or Nd)"),
         (vec!["-C", &long_cmd, "--key-hmac", "h", "--hmac-digest-type", "sha512", "-m", "sha512"], "postern: the SPA packet would be 567 characters; fwknop servers cannot decode Rijndael packets of 400 or more: shorten -A/-C/-N, or use a shorter -m/--digest-type or --hmac-digest-type"),
+        (vec!["-A", "tcp/22", "--use-hmac"], "postern: --use-hmac: HMAC is requested but no HMAC key is configured: add --key-hmac KEY, --key-base64-hmac B64 or --get-hmac-key FILE (or --stdin)"),
+        (vec!["-A", "tcp/22", "--hmac-digest-type", "sha1"], "postern: --hmac-digest-type: HMAC is requested but no HMAC key is configured: add --key-hmac KEY, --key-base64-hmac B64 or --get-hmac-key FILE (or --stdin)"),
         (vec!["-A", "tcp/22", "--save-rc-stanza"], "postern: --save-rc-stanza needs -n/--named-config NAME: the stanza to save to"),
         (vec!["-A", "tcp/22", "--bogus"], "postern: unexpected argument '--bogus' found (see postern --help)"),
     ];
@@ -683,6 +685,66 @@ fn save_packet_last_cmd_stdin_and_key_file() {
     let f = fields(&ok(&home, &a));
     assert_eq!(
         decode(&home, &f["Final SPA Data"], &["--key-rijndael", "file-key"])["message"],
+        "198.18.0.2,tcp/22"
+    );
+}
+
+/// With no key configured, postern asks on the terminal with echo off, as fwknop does.
+#[test]
+fn prompts_for_the_key_with_echo_off() {
+    let home = TempDir::new("cli-tty");
+    let script = r#"
+import os, pty, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.execve(sys.argv[1], sys.argv[1:], dict(os.environ))
+buf = b''
+while b'Enter encryption key' not in buf:
+    d = os.read(fd, 1024)
+    if not d:
+        break
+    buf += d
+os.write(fd, b'typed-secret\n')
+out = b''
+while True:
+    try:
+        d = os.read(fd, 4096)
+    except OSError:
+        break
+    if not d:
+        break
+    out += d
+_, status = os.waitpid(pid, 0)
+sys.stdout.buffer.write(buf + out)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, env!("CARGO_BIN_EXE_postern")])
+        .args([
+            "--no-rc-file",
+            "--no-save-args",
+            "-T",
+            "-A",
+            "tcp/22",
+            "-a",
+            "198.18.0.2",
+            "-D",
+            "198.18.0.1",
+        ])
+        .env("HOME", &home.0)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Enter encryption key: "), "{text}");
+    assert!(!text.contains("typed-secret"), "the key was echoed: {text}");
+    let f = fields(&text);
+    assert_eq!(
+        decode(
+            &home,
+            &f["Final SPA Data"],
+            &["--key-rijndael", "typed-secret"]
+        )["message"],
         "198.18.0.2,tcp/22"
     );
 }

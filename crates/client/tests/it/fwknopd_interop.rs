@@ -159,7 +159,7 @@ impl Lab {
         }
         let mut procs = Vec::new();
         let ports: Vec<u16> = (10001..=10012)
-            .chain([10040, 10050, 10060, 10061, 80])
+            .chain([10040, 10050, 10060, 10061, 10062, 80])
             .collect();
         procs.push(tcp_service(&srv, "0.0.0.0", &ports, &dir.join("svc.log")));
         procs.push(tcp_service(
@@ -188,7 +188,7 @@ impl Lab {
         ));
         write_600(
             &dir.join("fwknopd.conf"),
-            "PCAP_FILTER udp port 62201 or tcp port 62201 or tcp port 80\n\
+            "PCAP_FILTER udp port 62201 or tcp port 62201 or tcp port 80 or udp portrange 10000-65535\n\
              ENABLE_IPT_FORWARDING Y\nENABLE_IPT_LOCAL_NAT Y\nENABLE_SPA_OVER_HTTP Y\nENABLE_TCP_SERVER Y\n",
         );
         write_600(&dir.join("access.conf"), &access_conf());
@@ -349,6 +349,12 @@ fn postern_opens_the_real_fwknopd() {
     a.extend(key_flags("ctr"));
     lab.knock(&a);
     lab.assert_opens(10061, "-P http");
+
+    // A random destination port and a fixed source port.
+    let mut a = args(&["-A", "tcp/10062", "-a", C1, "--rand-port", "-S", "40001"]);
+    a.extend(key_flags("cfb"));
+    lab.knock(&a);
+    lab.assert_opens(10062, "--rand-port -S 40001");
 
     // NAT access: srv:10030 is forwarded to int:2222.
     assert!(

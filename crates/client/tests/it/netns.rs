@@ -101,6 +101,28 @@ impl Netns {
         }
     }
 
+    /// Give this namespace its own /etc/hosts (`ip netns exec` bind-mounts
+    /// /etc/netns/NAME/hosts over /etc/hosts); removed with the namespace.
+    pub fn set_hosts(&self, text: &str) {
+        let dir = Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts"), text).unwrap();
+    }
+
+    /// Add an IPv6 address (no duplicate address detection, so it is usable at once).
+    pub fn add_addr6(&self, addr_prefix: &str, iface: &str) {
+        self.run(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            addr_prefix,
+            "dev",
+            iface,
+            "nodad",
+        ]);
+    }
+
     /// Try a TCP connection from this namespace; true if it completes within `timeout`.
     pub fn can_connect(&self, addr: &str, port: u16, timeout: Duration) -> bool {
         let script = "import socket,sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3])).close()\nexcept Exception:\n sys.exit(1)\n";
@@ -147,6 +169,7 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
     }
 }
 
