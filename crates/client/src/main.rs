@@ -7,6 +7,8 @@
 //!       ─► knock: keys, allow address, SpaMessage ─► postern_proto::seal ─► send
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod args;
 mod cli;
 mod decode;

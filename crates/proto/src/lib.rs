@@ -22,6 +22,8 @@
 //! (`2001:db8::1,tcp/22`). This is a postern extension: fwknopd 2.6 only parses IPv4
 //! there and will refuse such a packet.
 
+#![forbid(unsafe_code)]
+
 pub mod algo;
 pub mod b64;
 mod crypto;

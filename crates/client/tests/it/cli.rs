@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Output, Stdio};
 
-use crate::netns::TempDir;
+use postern_testkit::TempDir;
 
 fn postern(home: &TempDir) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_postern"));

@@ -12,7 +12,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::netns::{can_run, iface_with, link, tcp_service, wait_for_line, Netns, Proc, TempDir};
+use postern_testkit::{
+    can_run, iface_with, link, tcp_service, wait_for_line, Netns, Proc, TempDir,
+};
 
 const SRV: &str = "198.18.1.1";
 const C1: &str = "198.18.1.2";

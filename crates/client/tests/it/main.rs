@@ -5,5 +5,4 @@
 mod cli;
 mod decode;
 mod fwknopd_interop;
-mod netns;
 mod transport;

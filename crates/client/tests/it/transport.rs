@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crate::netns::{can_run, wait_for_line, Netns, TempDir};
+use postern_testkit::{can_run, wait_for_line, Netns, TempDir};
 
 /// A receiver in `ns` that logs each UDP datagram / TCP stream payload on one line.
-fn receiver(ns: &Netns, dir: &TempDir) -> crate::netns::Proc {
+fn receiver(ns: &Netns, dir: &TempDir) -> postern_testkit::Proc {
     let script = r#"
 import socket, selectors, sys
 sel = selectors.DefaultSelector()
@@ -54,9 +54,9 @@ fn reaches_the_server_over_ipv6_ipv4_names_and_every_transport() {
     let dir = TempDir::new("transport");
     let srv = Netns::new("s");
     let cli = Netns::new("c");
-    crate::netns::link(&srv, "198.18.4.1", &cli, "198.18.4.2");
-    let si = crate::netns::iface_with(&srv, "198.18.4.1");
-    let ci = crate::netns::iface_with(&cli, "198.18.4.2");
+    postern_testkit::link(&srv, "198.18.4.1", &cli, "198.18.4.2");
+    let si = postern_testkit::iface_with(&srv, "198.18.4.1");
+    let ci = postern_testkit::iface_with(&cli, "198.18.4.2");
     srv.add_addr6("2001:db8:4::1/64", &si);
     cli.add_addr6("2001:db8:4::2/64", &ci);
     cli.set_hosts("198.18.4.1 spa4.test\n2001:db8:4::1 spa6.test\n");

@@ -1,7 +1,10 @@
-//! Network-namespace test hosts: each end in its own namespace, joined by veth pairs,
+//! postern-testkit: network-namespace test hosts for the integration tests: each end in its own namespace, joined by veth pairs,
 //! with addresses from 198.18.0.0/15. Names carry the test process id so parallel runs
 //! never collide; namespaces and processes are removed on drop (processes by PID).
 //! The root namespace's firewall is never touched.
+
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -215,7 +218,7 @@ pub fn iface_with(ns: &Netns, addr: &str) -> String {
 
 /// A TCP service that accepts and closes connections on each port (python3).
 pub fn tcp_service(ns: &Netns, bind: &str, ports: &[u16], log: &Path) -> Proc {
-    let script = "import socket,sys,selectors\nsel=selectors.DefaultSelector()\nfor p in sys.argv[2:]:\n s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], int(p))); s.listen(64); sel.register(s, selectors.EVENT_READ)\nprint('ready', flush=True)\nwhile True:\n for k,_ in sel.select():\n  c,_=k.fileobj.accept(); c.close()\n";
+    let script = "import socket,sys,selectors\nsel=selectors.DefaultSelector()\nv6=':' in sys.argv[1]\nfor p in sys.argv[2:]:\n s=socket.socket(socket.AF_INET6 if v6 else socket.AF_INET)\n if v6: s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], int(p))); s.listen(64); sel.register(s, selectors.EVENT_READ)\nprint('ready', flush=True)\nwhile True:\n for k,_ in sel.select():\n  c,_=k.fileobj.accept(); c.close()\n";
     let mut argv = vec!["python3", "-c", script, bind];
     let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
     argv.extend(ports.iter().map(String::as_str));

@@ -1,0 +1,207 @@
+//! Configuration: `fwknopd.conf` (server settings) and `access.conf` (stanzas), read as
+//! fwknop reads them, checked completely before anything is touched.
+//!
+//! Every directive of fwknop 2.6 is known by name. Each is either implemented, accepted
+//! with a note saying it has no effect in posternd (tuning of fwknop's polling loop,
+//! settings of another firewall backend), or refused by name when it is set to
+//! something posternd cannot honour. Nothing is silently ignored. Errors carry file,
+//! line and directive.
+
+pub mod access;
+pub mod server;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use access::{Net, PortRule, Stanza};
+pub use server::ServerConfig;
+
+/// A configuration error: file, line, directive and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line (0 when the error is about the whole file).
+    pub line: usize,
+    /// The directive (empty when none applies).
+    pub directive: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.directive.is_empty()) {
+            (0, true) => write!(f, "{}: {}", self.file.display(), self.message),
+            (0, false) => write!(
+                f,
+                "{}: {}: {}",
+                self.file.display(),
+                self.directive,
+                self.message
+            ),
+            (l, true) => write!(f, "{}:{l}: {}", self.file.display(), self.message),
+            (l, false) => write!(
+                f,
+                "{}:{l}: {}: {}",
+                self.file.display(),
+                self.directive,
+                self.message
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A note about a directive that is accepted but has no effect (shown by
+/// `--check-config` and logged at start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// Where.
+    pub file: PathBuf,
+    /// Line.
+    pub line: usize,
+    /// Text.
+    pub text: String,
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.text)
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// fwknopd.conf.
+    pub server: ServerConfig,
+    /// access.conf stanzas, in file order.
+    pub stanzas: Vec<Stanza>,
+    /// Notes about directives without effect.
+    pub notes: Vec<Note>,
+}
+
+/// One `NAME value` line of either file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// 1-based line number.
+    pub number: usize,
+    /// Directive name, upper case, without a trailing `:`.
+    pub name: String,
+    /// The value: up to the first `;`, surrounding blanks removed.
+    pub value: String,
+}
+
+/// Split config text into directive lines; `#` and `;` start comment lines.
+pub fn lines(text: &str) -> Vec<Line> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let t = raw.trim();
+        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
+            continue;
+        }
+        let (name, rest) = match t.find(char::is_whitespace) {
+            Some(p) => (&t[..p], &t[p..]),
+            None => (t, ""),
+        };
+        let value = rest.split(';').next().unwrap_or("").trim();
+        out.push(Line {
+            number: i + 1,
+            name: name.trim_end_matches(':').to_ascii_uppercase(),
+            value: value.to_owned(),
+        });
+    }
+    out
+}
+
+/// Parse `Y`/`N` (case-insensitive; also yes/no/1/0).
+pub fn boolean(file: &Path, l: &Line) -> Result<bool, ConfigError> {
+    match l.value.to_ascii_lowercase().as_str() {
+        "y" | "yes" | "1" | "true" | "on" => Ok(true),
+        "n" | "no" | "0" | "false" | "off" => Ok(false),
+        _ => Err(err(file, l, format!("expected Y or N, not '{}'", l.value))),
+    }
+}
+
+/// Parse a number in a range.
+pub fn number(file: &Path, l: &Line, min: u64, max: u64) -> Result<u64, ConfigError> {
+    l.value
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| {
+            err(
+                file,
+                l,
+                format!("'{}' is not a number from {min} to {max}", l.value),
+            )
+        })
+}
+
+/// An error at a line.
+pub fn err(file: &Path, l: &Line, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: file.to_owned(),
+        line: l.number,
+        directive: l.name.clone(),
+        message: message.into(),
+    }
+}
+
+/// Read a file, as a configuration error if it cannot be read.
+pub fn read(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|e| ConfigError {
+        file: file.to_owned(),
+        line: 0,
+        directive: String::new(),
+        message: format!("cannot read: {e}"),
+    })
+}
+
+impl Config {
+    /// Load `fwknopd.conf` and the access file it names (or `access_override`).
+    pub fn load(server_file: &Path, access_override: Option<&Path>) -> Result<Config, ConfigError> {
+        let (server, mut notes) = server::load(server_file)?;
+        let access_file = access_override
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| server.access_file.clone());
+        let mut stanzas = access::load(&access_file)?;
+        if let Some(dir) = &server.access_folder {
+            stanzas.extend(access::load_folder(dir, server_file, 0)?);
+        }
+        if stanzas.is_empty() {
+            return Err(ConfigError {
+                file: access_file,
+                line: 0,
+                directive: String::new(),
+                message: "no access stanza (a stanza starts with SOURCE)".into(),
+            });
+        }
+        notes.retain(|n| !n.text.is_empty());
+        Ok(Config {
+            server,
+            stanzas,
+            notes,
+        })
+    }
+
+    /// The effective settings, keys redacted (`-D/--dump-config`).
+    pub fn dump(&self) -> String {
+        let mut out = self.server.dump();
+        for (i, s) in self.stanzas.iter().enumerate() {
+            out.push_str(&format!(
+                "\n[stanza {} — {}:{}]\n",
+                i + 1,
+                s.file.display(),
+                s.line
+            ));
+            out.push_str(&s.dump());
+        }
+        for n in &self.notes {
+            out.push_str(&format!("\nnote: {n}"));
+        }
+        out
+    }
+}

@@ -1,0 +1,21 @@
+//! posternd: the SPA daemon. It reads fwknop's `fwknopd.conf` and `access.conf`, sees
+//! SPA packets even though the firewall drops them, and opens the requested port for the
+//! requesting address only, for a limited time, in nftables sets whose elements expire
+//! in the kernel.
+//!
+//! ```text
+//!  capture ─► decode ─► replay check ─► authorize ─► apply ─► expire
+//!  (main.rs)  pure       ReplayStore     pure         fw/cmd    kernel timeouts, Ledger
+//! ```
+//!
+//! `main.rs` is the wiring (sockets, threads, signals); [`daemon::Daemon`] holds the
+//! state and runs one datagram at a time through [`pipeline`].
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod log;
+pub mod pipeline;
+pub mod replay;

@@ -1,0 +1,581 @@
+//! posternd's wiring: command line, configuration, intake threads, signals, control
+//! socket and the main loop. Everything is checked before the firewall is touched: a
+//! bad configuration or an unusable interface leaves the ruleset exactly as it was.
+//!
+//! ```text
+//!  capture threads ──┐
+//!  control socket ───┼─► bounded channel ─► main loop: Daemon::handle / status / reload
+//!  signal thread ────┘                          └─► tick every second
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+use postern_capture::afpacket::PacketSocket;
+use postern_capture::udp::UdpIntake;
+use postern_capture::Datagram;
+use postern_fw::nftables::{NftConfig, Nftables};
+use postern_proto::Protocol;
+use posternd::config::Config;
+use posternd::control::{self, Request};
+use posternd::daemon::{status_text, Daemon, Outcome};
+use posternd::log;
+use posternd::replay::ReplayStore;
+
+/// posternd: Single Packet Authorization daemon, compatible with fwknopd 2.6.
+///
+/// Reads fwknopd.conf and access.conf (default /etc/postern/, else /etc/fwknop/), sees SPA
+/// packets even though the firewall drops them, and opens the requested ports for the
+/// requesting address only, in nftables sets whose elements expire in the kernel.
+#[derive(Debug, Parser)]
+#[command(
+    name = "posternd",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Stay in the foreground (logs to stderr).
+    #[arg(short = 'f', long = "foreground")]
+    foreground: bool,
+    /// fwknopd.conf to read.
+    #[arg(short = 'c', long = "config-file", value_name = "FILE")]
+    config_file: Option<PathBuf>,
+    /// access.conf to read.
+    #[arg(short = 'a', long = "access-file", value_name = "FILE")]
+    access_file: Option<PathBuf>,
+    /// Replay store (fwknopd's digest.cache).
+    #[arg(short = 'd', long = "digest-file", value_name = "FILE")]
+    digest_file: Option<PathBuf>,
+    /// Capture interface (repeat, or comma-separated; `any` for all).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    interface: Vec<String>,
+    /// Receive SPA packets on a UDP socket instead of AF_PACKET.
+    #[arg(short = 'U', long = "udp-server")]
+    udp_server: bool,
+    /// Process the packets of a pcap capture file, then exit.
+    #[arg(long = "pcap-file", value_name = "FILE")]
+    pcap_file: Option<PathBuf>,
+    /// Decide but change nothing (no firewall changes, no commands, no replay-store writes).
+    #[arg(short = 't', long = "test")]
+    test: bool,
+    /// Run directory (pid file, replay store, control socket).
+    #[arg(short = 'r', long = "run-dir", value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// Pid file.
+    #[arg(short = 'p', long = "pid-file", value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// Stop the running posternd.
+    #[arg(short = 'K', long = "kill")]
+    kill: bool,
+    /// Make the running posternd re-read its configuration.
+    #[arg(short = 'R', long = "restart")]
+    restart: bool,
+    /// Show the status of the running posternd.
+    #[arg(short = 'S', long = "status")]
+    status: bool,
+    /// Print the effective configuration (keys redacted) and exit.
+    #[arg(short = 'D', long = "dump-config")]
+    dump_config: bool,
+    /// Check the configuration and exit: 0 if it is usable, 1 if not.
+    #[arg(long = "check-config")]
+    check_config: bool,
+    /// More output.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Internal: log to syslog (set when posternd detaches itself).
+    #[arg(long = "syslog-internal", hide = true)]
+    syslog_internal: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Show the running daemon's counters and active grants.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// fwknopd.conf, to find the control socket.
+        #[arg(short = 'c', long = "config-file", value_name = "FILE")]
+        config_file: Option<PathBuf>,
+        /// Run directory, to find the control socket.
+        #[arg(short = 'r', long = "run-dir", value_name = "DIR")]
+        run_dir: Option<PathBuf>,
+    },
+}
+
+enum Event {
+    Packet(Datagram),
+    Control(Request),
+    Signal(i32),
+}
+
+fn default_config() -> PathBuf {
+    let candidates = ["/etc/postern/fwknopd.conf", "/etc/fwknop/fwknopd.conf"];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(candidates[0]))
+}
+
+fn load(
+    cli_config: Option<&Path>,
+    cli: Option<&Cli>,
+) -> Result<Config, posternd::config::ConfigError> {
+    let conf = cli_config.map_or_else(default_config, Path::to_path_buf);
+    let access = cli.and_then(|c| c.access_file.as_deref());
+    let mut config = Config::load(&conf, access)?;
+    if let Some(cli) = cli {
+        apply_overrides(&mut config, cli);
+    }
+    Ok(config)
+}
+
+fn apply_overrides(config: &mut Config, cli: &Cli) {
+    let s = &mut config.server;
+    if let Some(dir) = &cli.run_dir {
+        s.digest_file = dir.join("digest.cache");
+        s.pid_file = dir.join("posternd.pid");
+        s.control_socket = dir.join("posternd.sock");
+        s.run_dir = dir.clone();
+    }
+    if let Some(d) = &cli.digest_file {
+        s.digest_file = d.clone();
+    }
+    if let Some(p) = &cli.pid_file {
+        s.pid_file = p.clone();
+    }
+    if !cli.interface.is_empty() {
+        s.interfaces = cli
+            .interface
+            .iter()
+            .flat_map(|i| i.split(','))
+            .filter(|i| !i.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
+    if cli.udp_server {
+        s.udp_server = true;
+    }
+    if let Some(p) = &cli.pcap_file {
+        s.pcap_file = Some(p.clone());
+    }
+}
+
+fn socket_for(config_file: Option<&Path>, run_dir: Option<&Path>) -> PathBuf {
+    if let Some(d) = run_dir {
+        return d.join("posternd.sock");
+    }
+    load(config_file, None).map_or_else(
+        |_| PathBuf::from("/run/postern/posternd.sock"),
+        |c| c.server.control_socket,
+    )
+}
+
+fn ask(socket: &Path, command: &str) -> Result<String> {
+    control::request(socket, command).with_context(|| {
+        format!(
+            "cannot reach posternd at {} (is it running? are you root?)",
+            socket.display()
+        )
+    })
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            log::error(&format!("{e:#}"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    if let Some(Cmd::Status {
+        json,
+        config_file,
+        run_dir,
+    }) = &cli.command
+    {
+        let out = ask(
+            &socket_for(config_file.as_deref(), run_dir.as_deref()),
+            if *json { "status-json" } else { "status" },
+        )?;
+        print!("{out}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if cli.status || cli.kill || cli.restart {
+        let socket = socket_for(cli.config_file.as_deref(), cli.run_dir.as_deref());
+        let cmd = if cli.status {
+            "status"
+        } else if cli.kill {
+            "stop"
+        } else {
+            "reload"
+        };
+        let out = ask(&socket, cmd)?;
+        print!("{out}");
+        return Ok(if out.starts_with("error") {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    log::init(true);
+    let config = match load(cli.config_file.as_deref(), Some(&cli)) {
+        Ok(c) => c,
+        Err(e) => {
+            if cli.check_config {
+                println!("configuration error: {e}");
+                return Ok(ExitCode::from(1));
+            }
+            bail!("{e}; not started, firewall unchanged");
+        }
+    };
+    let nft = NftConfig {
+        family: config.server.nft_table.0,
+        table: config.server.nft_table.1.clone(),
+        chain: config.server.nft_chain.clone(),
+        default_drop: config.server.nft_default_drop,
+        open_port: (config.server.udp_server && config.server.nft_default_drop)
+            .then_some((Protocol::Udp, config.server.spa_port)),
+        nft: config.server.nft_exe.clone(),
+    };
+    let fw = Nftables::new(nft).map_err(|e| {
+        anyhow!(
+            "{}: {e}; not started, firewall unchanged",
+            config.server.file.display()
+        )
+    })?;
+    if cli.check_config {
+        println!(
+            "configuration OK: {} stanza(s), firewall: {}",
+            config.stanzas.len(),
+            postern_fw::Firewall::describe(&fw)
+        );
+        for n in &config.notes {
+            println!("note: {n}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if cli.dump_config {
+        println!("{}", config.dump());
+        return Ok(ExitCode::SUCCESS);
+    }
+    for n in &config.notes {
+        log::warn(&n.to_string());
+    }
+    if let Some(pcap) = config.server.pcap_file.clone() {
+        return run_pcap(config, Box::new(fw), &pcap, cli.test);
+    }
+    if !cli.foreground {
+        return detach(&config);
+    }
+    run_daemon(config, Box::new(fw), &cli)
+}
+
+/// Start again in the background (`-f` added, own process group, logs to syslog) and
+/// wait until the child answers on its control socket.
+fn detach(config: &Config) -> Result<ExitCode> {
+    use std::os::unix::process::CommandExt as _;
+    let exe = std::env::current_exe().context("cannot find my own executable")?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    args.push("-f".into());
+    args.push("--syslog-internal".into());
+    let mut child = std::process::Command::new(exe)
+        .args(&args)
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start in the background")?;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if let Some(st) = child.try_wait()? {
+            bail!("posternd exited at start ({st}); see the system log, or run with -f");
+        }
+        if control::request(&config.server.control_socket, "ping").is_ok() {
+            println!("posternd started in the background (pid {})", child.id());
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("posternd did not become ready within 10 s; see the system log")
+}
+
+fn run_pcap(
+    config: Config,
+    fw: Box<dyn postern_fw::Firewall>,
+    path: &Path,
+    test: bool,
+) -> Result<ExitCode> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let packets = postern_capture::pcapfile::read(&bytes, Some(config.server.spa_port))
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let retain = 2 * config.server.max_packet_age;
+    let replay = if test || !config.server.digest_persistence {
+        ReplayStore::in_memory(retain)
+    } else {
+        let (r, warnings) = ReplayStore::open(&config.server.digest_file, now(), retain)
+            .with_context(|| {
+                format!(
+                    "cannot open the replay store {}",
+                    config.server.digest_file.display()
+                )
+            })?;
+        warnings.iter().for_each(|w| log::warn(w));
+        r
+    };
+    let mut d = Daemon::new(config, fw, replay, test);
+    d.setup_firewall().map_err(|e| anyhow!("{e}"))?;
+    for (_, dg) in &packets {
+        let outcome = d.handle(dg, now());
+        let text = match outcome {
+            Outcome::Refused(r) => format!("refused: {r}"),
+            Outcome::Granted(g) => format!("granted: {}", g.join(", ")),
+            Outcome::Command(_) => "command run".into(),
+            Outcome::Cycle(n) => format!("cycle: {n} command(s)"),
+            Outcome::WouldAct(w) => format!("would act: {w}"),
+        };
+        println!("{} -> {}: {text}", dg.src, dg.dst);
+    }
+    println!("{} packet(s) processed", packets.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn check_pid_file(path: &Path) -> Result<()> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if let Ok(pid) = text.trim().parse::<u32>() {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if pid != std::process::id() && comm.trim() == "posternd" {
+                bail!(
+                    "posternd is already running (pid {pid}, {})",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let p = path.to_string_lossy().into_owned();
+    let sent = if let Some(name) = p.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt as _;
+        std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+            .and_then(|a| sock.send_to_addr(b"READY=1\nSTATUS=running", &a))
+            .is_ok()
+    } else {
+        sock.send_to(b"READY=1\nSTATUS=running", &p).is_ok()
+    };
+    if !sent {
+        log::warn("cannot notify systemd of readiness");
+    }
+}
+
+fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> Result<ExitCode> {
+    if cli.syslog_internal {
+        log::init(false);
+    }
+    check_pid_file(&config.server.pid_file)?;
+    let port = config.server.spa_port;
+    // Open the intake before touching the firewall: a bad interface changes nothing.
+    let (tx, rx) = mpsc::sync_channel::<Event>(8192);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let mut packet_sockets = Vec::new();
+    let intake = if config.server.udp_server {
+        let udp = UdpIntake::bind(port).with_context(|| format!("cannot bind UDP port {port}"))?;
+        let (tx, dropped) = (tx.clone(), dropped.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1500];
+            loop {
+                match udp.recv(&mut buf) {
+                    Ok(d) => forward(&tx, &dropped, d),
+                    Err(e) => log::error(&format!("UDP intake: {e}")),
+                }
+            }
+        });
+        format!("UDP socket on port {port}")
+    } else {
+        for iface in &config.server.interfaces {
+            let s = PacketSocket::open(iface, port).with_context(|| {
+                format!("cannot capture on interface '{iface}' (AF_PACKET needs CAP_NET_RAW)")
+            })?;
+            packet_sockets.push(Arc::new(s));
+        }
+        for s in &packet_sockets {
+            let (s, tx, dropped) = (s.clone(), tx.clone(), dropped.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    match s.recv(&mut buf) {
+                        Ok(d) => forward(&tx, &dropped, d),
+                        Err(e) => {
+                            log::error(&format!("capture on {}: {e}", s.iface));
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                    }
+                }
+            });
+        }
+        format!(
+            "AF_PACKET on {} (udp port {port})",
+            config.server.interfaces.join(",")
+        )
+    };
+    let retain = 2 * config.server.max_packet_age;
+    let replay = if cli.test || !config.server.digest_persistence {
+        ReplayStore::in_memory(retain)
+    } else {
+        let (r, warnings) = ReplayStore::open(&config.server.digest_file, now(), retain)
+            .with_context(|| {
+                format!(
+                    "cannot open the replay store {}",
+                    config.server.digest_file.display()
+                )
+            })?;
+        warnings.iter().for_each(|w| log::warn(w));
+        r
+    };
+    let socket = config.server.control_socket.clone();
+    control::serve(&socket, tx.clone(), Event::Control)
+        .with_context(|| format!("control socket {}", socket.display()))?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .context("cannot install signal handlers")?;
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for s in signals.forever() {
+                if tx.send(Event::Signal(s)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let stanzas = config.stanzas.len();
+    let pid_file = config.server.pid_file.clone();
+    let config_file = config.server.file.clone();
+    let mut daemon = Daemon::new(config, fw, replay, cli.test);
+    if let Err(e) = daemon.setup_firewall() {
+        let _ = std::fs::remove_file(&socket);
+        bail!("cannot install the firewall base: {e}");
+    }
+    if let Some(dir) = pid_file.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .with_context(|| format!("cannot write {}", pid_file.display()))?;
+    log::info(&format!(
+        "started (pid {}): {stanzas} stanza(s), intake: {intake}, firewall: {}",
+        std::process::id(),
+        daemon.firewall()
+    ));
+    notify_ready();
+    let extra = serde_json::json!({ "intake": intake });
+    let mut last_tick = Instant::now();
+    loop {
+        let event = rx.recv_timeout(Duration::from_millis(500));
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            for s in &packet_sockets {
+                if let Ok(st) = s.stats() {
+                    dropped.fetch_add(u64::from(st.drops), Ordering::Relaxed);
+                }
+            }
+            daemon.counters.dropped = dropped.load(Ordering::Relaxed);
+            daemon.tick(now());
+            last_tick = Instant::now();
+        }
+        match event {
+            Ok(Event::Packet(d)) => {
+                daemon.handle(&d, now());
+            }
+            Ok(Event::Control(req)) => {
+                daemon.counters.dropped = dropped.load(Ordering::Relaxed);
+                let answer = match req.command.as_str() {
+                    "status" => status_text(&daemon.status_json(now(), &extra)),
+                    "status-json" => format!("{}\n", daemon.status_json(now(), &extra)),
+                    "ping" => "pong\n".into(),
+                    "stop" => {
+                        let _ = req.reply.send("stopping\n".into());
+                        break;
+                    }
+                    "reload" => reload(&mut daemon, cli, &config_file),
+                    other => format!("error: unknown request '{other}'\n"),
+                };
+                let _ = req.reply.send(answer);
+            }
+            Ok(Event::Signal(s)) if s == signal_hook::consts::SIGHUP => {
+                reload(&mut daemon, cli, &config_file);
+            }
+            Ok(Event::Signal(_)) => break,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    log::info("stopping");
+    daemon.shutdown();
+    let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(&socket);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn forward(tx: &SyncSender<Event>, dropped: &AtomicU64, d: Datagram) {
+    if let Err(TrySendError::Full(_)) = tx.try_send(Event::Packet(d)) {
+        dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn reload(daemon: &mut Daemon, cli: &Cli, config_file: &Path) -> String {
+    match load(Some(config_file), Some(cli)) {
+        Ok(c) => {
+            let changed = c.server.nft_table != daemon.config.server.nft_table
+                || c.server.nft_chain != daemon.config.server.nft_chain
+                || c.server.interfaces != daemon.config.server.interfaces
+                || c.server.udp_server != daemon.config.server.udp_server
+                || c.server.spa_port != daemon.config.server.spa_port;
+            let n = c.stanzas.len();
+            daemon.reload(c);
+            let mut msg = format!("configuration reloaded: {n} stanza(s); active grants kept");
+            if changed {
+                msg.push_str("; intake and firewall layout changes take effect at restart");
+            }
+            log::info(&msg);
+            format!("{msg}\n")
+        }
+        Err(e) => {
+            let msg = format!("reload refused, the running configuration stays: {e}");
+            log::error(&msg);
+            format!("error: {msg}\n")
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! Stage 2, pure: which stanza accepts the packet, and what it is allowed to do.
+//!
+//! For each stanza whose SOURCE (and DESTINATION) match, in file order: expiry, then
+//! HMAC/decrypt/digest/fields (the codec), then age, allow address, username, message
+//! type and port policy. The first stanza that accepts wins; a failure moves on to the
+//! next stanza, as in fwknopd. A packet that decrypted under any stanza is "burned": its
+//! replay key must be recorded even if policy then refuses it.
+
+use core::fmt;
+use std::net::IpAddr;
+
+use postern_proto::{MessageType, Packet, PortSpec, Request};
+
+use crate::config::Stanza;
+
+/// Time and age policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Unix time now.
+    pub now: u64,
+    /// Whether the age check applies.
+    pub aging: bool,
+    /// Maximum |now - timestamp|.
+    pub max_age: u64,
+}
+
+/// Why a packet opened nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reason {
+    /// Failed the key-independent checks.
+    Junk(postern_proto::Error),
+    /// Already seen.
+    Replay,
+    /// No stanza's SOURCE/DESTINATION matches the packet.
+    NoStanzaForSource,
+    /// The stanza expired (ACCESS_EXPIRE).
+    StanzaExpired,
+    /// The codec refused it under this stanza's keys.
+    Crypto(postern_proto::Error),
+    /// Timestamp outside the age window (seconds off).
+    TooOld(i64),
+    /// Allow address 0.0.0.0 with REQUIRE_SOURCE_ADDRESS.
+    SourceAddressRequired,
+    /// Username differs from REQUIRE_USERNAME.
+    Username,
+    /// NAT access requested (not implemented).
+    NatUnsupported,
+    /// Command message to a stanza without ENABLE_CMD_EXEC.
+    CommandNotEnabled,
+    /// A requested port is in RESTRICT_PORTS.
+    PortRestricted(PortSpec),
+    /// A requested port is not in OPEN_PORTS.
+    PortNotOpen(PortSpec),
+}
+
+impl Reason {
+    /// A short stable label for counters.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Reason::Junk(e) => e.stage().name(),
+            Reason::Replay => "replay",
+            Reason::NoStanzaForSource => "no_stanza",
+            Reason::StanzaExpired => "stanza_expired",
+            Reason::Crypto(postern_proto::Error::HmacMismatch) => "hmac",
+            Reason::Crypto(_) => "decrypt",
+            Reason::TooOld(_) => "age",
+            Reason::SourceAddressRequired => "require_source_address",
+            Reason::Username => "username",
+            Reason::NatUnsupported => "nat",
+            Reason::CommandNotEnabled => "command_not_enabled",
+            Reason::PortRestricted(_) => "port_restricted",
+            Reason::PortNotOpen(_) => "port_not_open",
+        }
+    }
+
+    /// Whether the packet was decrypted before this failure (a policy refusal).
+    fn is_policy(&self) -> bool {
+        !matches!(
+            self,
+            Reason::Crypto(_)
+                | Reason::StanzaExpired
+                | Reason::NoStanzaForSource
+                | Reason::Junk(_)
+                | Reason::Replay
+        )
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Junk(e) => write!(f, "not an SPA packet: {e}"),
+            Reason::Replay => f.write_str("replayed packet"),
+            Reason::NoStanzaForSource => f.write_str("no stanza for this source"),
+            Reason::StanzaExpired => f.write_str("stanza expired"),
+            Reason::Crypto(e) => write!(f, "{e}"),
+            Reason::TooOld(d) => write!(f, "packet age {d}s is outside the allowed window"),
+            Reason::SourceAddressRequired => {
+                f.write_str("allow address 0.0.0.0 refused (REQUIRE_SOURCE_ADDRESS)")
+            }
+            Reason::Username => f.write_str("username not allowed (REQUIRE_USERNAME)"),
+            Reason::NatUnsupported => f.write_str("NAT access is not implemented"),
+            Reason::CommandNotEnabled => {
+                f.write_str("command messages not allowed (ENABLE_CMD_EXEC)")
+            }
+            Reason::PortRestricted(p) => write!(f, "{p} is in RESTRICT_PORTS"),
+            Reason::PortNotOpen(p) => write!(f, "{p} is not in OPEN_PORTS"),
+        }
+    }
+}
+
+/// Open ports for an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantDecision {
+    /// Address to open for.
+    pub allow: IpAddr,
+    /// Ports.
+    pub ports: Vec<PortSpec>,
+    /// Seconds.
+    pub timeout: u64,
+}
+
+/// Run a command (ENABLE_CMD_EXEC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandDecision {
+    /// Address the command is for.
+    pub allow: IpAddr,
+    /// The command text (split on whitespace into argv, never a shell).
+    pub command: String,
+}
+
+/// Run an open/close command cycle, one per requested port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CycleDecision {
+    /// Open commands (after substitution).
+    pub open: Vec<String>,
+    /// Close commands (after substitution), run after `timer` seconds.
+    pub close: Vec<String>,
+    /// Seconds until close.
+    pub timer: u64,
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Open ports.
+    Grant(GrantDecision),
+    /// Run a command.
+    Command(CommandDecision),
+    /// Run a command cycle.
+    Cycle(CycleDecision),
+    /// Nothing.
+    Drop(Reason),
+}
+
+/// The outcome of authorizing one packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// What to do.
+    pub verdict: Verdict,
+    /// Index of the deciding stanza (accepting, or the one whose refusal is reported).
+    pub stanza: Option<usize>,
+    /// Whether the replay key must be recorded (the packet decrypted somewhere).
+    pub burn: bool,
+    /// Username in the packet, when it decrypted.
+    pub username: Option<String>,
+}
+
+/// Replace `$IP $SRC $PKT_SRC $DST $PORT $PROTO $TIMEOUT $CLIENT_TIMEOUT` in a command.
+pub fn substitute(template: &str, vars: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    'outer: while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        // Longest name first ($CLIENT_TIMEOUT before $TIMEOUT is not an issue; $PKT_SRC vs $SRC).
+        let mut names: Vec<&(&str, String)> = vars.iter().collect();
+        names.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
+        for (name, value) in names {
+            if let Some(tail) = after.strip_prefix(name) {
+                out.push_str(value);
+                rest = tail;
+                continue 'outer;
+            }
+        }
+        out.push('$');
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+fn check_stanza(
+    p: &Packet<'_>,
+    src: IpAddr,
+    dst: IpAddr,
+    s: &Stanza,
+    clock: Clock,
+) -> Result<(Verdict, String), (Reason, Option<String>)> {
+    if s.access_expire.is_some_and(|e| clock.now >= e) {
+        return Err((Reason::StanzaExpired, None));
+    }
+    let opened = p.open(&s.keys).map_err(|e| (Reason::Crypto(e), None))?;
+    let m = opened.message;
+    let user = Some(m.username.clone());
+    let fail = |r: Reason| (r, user.clone());
+    if clock.aging {
+        let age = clock.now as i64 - m.timestamp as i64;
+        if age.unsigned_abs() > clock.max_age {
+            return Err(fail(Reason::TooOld(age)));
+        }
+    }
+    let request = m.request().map_err(|e| fail(Reason::Crypto(e)))?;
+    let (allow, ports, command) = match request {
+        Request::Access { allow, ports } => (allow, ports, None),
+        Request::Command { allow, command } => (allow, Vec::new(), Some(command)),
+    };
+    let allow = if allow.is_unspecified() {
+        if s.require_source_address {
+            return Err(fail(Reason::SourceAddressRequired));
+        }
+        src
+    } else {
+        allow
+    };
+    if let Some(u) = &s.require_username {
+        if *u != m.username {
+            return Err(fail(Reason::Username));
+        }
+    }
+    if m.message_type.has_nat() {
+        return Err(fail(Reason::NatUnsupported));
+    }
+    let timeout_for = |cap: u64, default: u64| {
+        if m.client_timeout > 0 {
+            u64::from(m.client_timeout).min(cap)
+        } else {
+            default
+        }
+    };
+    if let Some(cycle) = &s.cmd_cycle {
+        if m.message_type != MessageType::Command {
+            let timer = if m.client_timeout > 0 {
+                u64::from(m.client_timeout)
+            } else {
+                cycle.timer
+            };
+            let mut open = Vec::new();
+            let mut close = Vec::new();
+            for port in &ports {
+                let vars = [
+                    ("IP", allow.to_string()),
+                    ("SRC", allow.to_string()),
+                    ("PKT_SRC", src.to_string()),
+                    ("DST", dst.to_string()),
+                    ("PORT", port.port.to_string()),
+                    ("PROTO", port.proto.number().to_string()),
+                    ("TIMEOUT", (m.timestamp + timer).to_string()),
+                    ("CLIENT_TIMEOUT", m.client_timeout.to_string()),
+                ];
+                open.push(substitute(&cycle.open, &vars));
+                if let Some(c) = &cycle.close {
+                    close.push(substitute(c, &vars));
+                }
+            }
+            return Ok((
+                Verdict::Cycle(CycleDecision { open, close, timer }),
+                m.username,
+            ));
+        }
+    }
+    if let Some(command) = command {
+        if !s.enable_cmd_exec {
+            return Err(fail(Reason::CommandNotEnabled));
+        }
+        return Ok((
+            Verdict::Command(CommandDecision { allow, command }),
+            m.username,
+        ));
+    }
+    if let Some(r) = &s.restrict_ports {
+        if let Some(p) = ports
+            .iter()
+            .find(|p| r.iter().any(|x| x.proto == p.proto && x.port == p.port))
+        {
+            return Err(fail(Reason::PortRestricted(*p)));
+        }
+    }
+    if let Some(o) = &s.open_ports {
+        if let Some(p) = ports
+            .iter()
+            .find(|p| !o.iter().any(|x| x.proto == p.proto && x.port == p.port))
+        {
+            return Err(fail(Reason::PortNotOpen(*p)));
+        }
+    }
+    let timeout = timeout_for(s.max_fw_timeout, s.fw_access_timeout);
+    Ok((
+        Verdict::Grant(GrantDecision {
+            allow,
+            ports,
+            timeout,
+        }),
+        m.username,
+    ))
+}
+
+/// Decide what a packet (already past `decode` and the replay check) may do.
+pub fn authorize(
+    p: &Packet<'_>,
+    src: IpAddr,
+    dst: IpAddr,
+    stanzas: &[Stanza],
+    clock: Clock,
+) -> Decision {
+    let mut best: Option<(usize, Reason, Option<String>)> = None;
+    let mut burn = false;
+    let mut any = false;
+    for (i, s) in stanzas.iter().enumerate() {
+        if !s.matches(src, dst) {
+            continue;
+        }
+        any = true;
+        match check_stanza(p, src, dst, s, clock) {
+            Ok((verdict, user)) => {
+                return Decision {
+                    verdict,
+                    stanza: Some(i),
+                    burn: true,
+                    username: Some(user),
+                };
+            }
+            Err((reason, user)) => {
+                let decrypted = user.is_some();
+                burn |= decrypted;
+                let better = match &best {
+                    None => true,
+                    Some((_, b, _)) => reason.is_policy() && !b.is_policy(),
+                };
+                if better {
+                    best = Some((i, reason, user));
+                }
+            }
+        }
+    }
+    match best {
+        Some((i, reason, user)) => Decision {
+            verdict: Verdict::Drop(reason),
+            stanza: Some(i),
+            burn,
+            username: user,
+        },
+        None => Decision {
+            verdict: Verdict::Drop(if any {
+                Reason::StanzaExpired
+            } else {
+                Reason::NoStanzaForSource
+            }),
+            stanza: None,
+            burn,
+            username: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitution() {
+        let vars = [
+            ("SRC", "1.2.3.4".to_owned()),
+            ("PKT_SRC", "5.6.7.8".to_owned()),
+            ("PORT", "22".to_owned()),
+        ];
+        assert_eq!(
+            substitute("/bin/open $SRC $PKT_SRC $PORT $OTHER", &vars),
+            "/bin/open 1.2.3.4 5.6.7.8 22 $OTHER"
+        );
+        assert_eq!(substitute("$", &vars), "$");
+    }
+}

@@ -1,0 +1,260 @@
+//! The replay store: digests of every packet that decrypted, kept in memory and in a
+//! file in fwknopd's `digest.cache` format (so an existing cache can be imported).
+//!
+//! * Keyed on the codec's canonical [`ReplayKey`]: a respelling never gets through.
+//! * Crash-safe: a digest is appended and `fdatasync`ed *before* the packet is acted
+//!   on, so a `kill -9` at any moment loses no digest of a packet that opened anything.
+//! * Bounded: an entry is kept for twice the age window after it was recorded (a packet
+//!   older than that fails the age check anyway); the file is rewritten atomically when
+//!   most of its lines are stale. Memory and disk stay proportional to the packets of
+//!   the last window.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use postern_proto::ReplayKey;
+
+const HEADER: &str = "# <digest> <proto> <src_ip> <src_port> <dst_ip> <dst_port> <time>";
+
+/// What is written next to a digest.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta {
+    /// IP protocol of the carrier (17 for UDP).
+    pub proto: u8,
+    /// Packet source.
+    pub src: SocketAddr,
+    /// Packet destination.
+    pub dst: SocketAddr,
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct ReplayStore {
+    path: Option<PathBuf>,
+    file: Option<File>,
+    seen: HashMap<ReplayKey, u64>,
+    retain: u64,
+    file_lines: usize,
+}
+
+fn parse_key(s: &str) -> Option<ReplayKey> {
+    let bytes = postern_proto::b64::decode_canonical(s.as_bytes()).ok()?;
+    Some(ReplayKey(bytes.try_into().ok()?))
+}
+
+impl ReplayStore {
+    /// A store that lives in memory only (`ENABLE_DIGEST_PERSISTENCE N`, `--test`).
+    pub fn in_memory(retain: u64) -> ReplayStore {
+        ReplayStore {
+            path: None,
+            file: None,
+            seen: HashMap::new(),
+            retain,
+            file_lines: 0,
+        }
+    }
+
+    /// Open (or create, mode 0600) the store file and load the entries still in the
+    /// window. Returns warnings about lines that could not be read.
+    pub fn open(path: &Path, now: u64, retain: u64) -> io::Result<(ReplayStore, Vec<String>)> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut warnings = Vec::new();
+        let mut seen = HashMap::new();
+        let mut file_lines = 0;
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                for (i, line) in text.lines().enumerate() {
+                    if line.starts_with('#') || line.trim().is_empty() {
+                        continue;
+                    }
+                    file_lines += 1;
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    let key = f.first().and_then(|k| parse_key(k));
+                    let time = f.get(6).and_then(|t| t.parse::<u64>().ok());
+                    match (key, time) {
+                        (Some(k), Some(t)) => {
+                            if t + retain >= now {
+                                seen.insert(k, t);
+                            }
+                        }
+                        (Some(k), None) => {
+                            // An entry without a time: keep it for a full window from now.
+                            seen.insert(k, now);
+                        }
+                        _ => warnings.push(format!(
+                            "{}:{}: unreadable replay entry skipped",
+                            path.display(),
+                            i + 1
+                        )),
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        if file.metadata()?.len() == 0 {
+            writeln!(file, "{HEADER}")?;
+            file.sync_data()?;
+        }
+        Ok((
+            ReplayStore {
+                path: Some(path.to_owned()),
+                file: Some(file),
+                seen,
+                retain,
+                file_lines,
+            },
+            warnings,
+        ))
+    }
+
+    /// Whether this packet was seen.
+    pub fn contains(&self, key: &ReplayKey) -> bool {
+        self.seen.contains_key(key)
+    }
+
+    /// Number of digests held.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Record a digest durably. Only after this returns `Ok` may the packet be acted on.
+    pub fn record(&mut self, key: ReplayKey, meta: Meta, now: u64) -> io::Result<()> {
+        if let Some(f) = &mut self.file {
+            let line = format!(
+                "{key} {} {} {} {} {} {now}\n",
+                meta.proto,
+                meta.src.ip(),
+                meta.src.port(),
+                meta.dst.ip(),
+                meta.dst.port()
+            );
+            f.write_all(line.as_bytes())?;
+            f.sync_data()?;
+            self.file_lines += 1;
+        }
+        self.seen.insert(key, now);
+        Ok(())
+    }
+
+    /// Forget entries older than the retention, and compact the file when most of its
+    /// lines are stale.
+    pub fn prune(&mut self, now: u64) -> io::Result<()> {
+        let retain = self.retain;
+        self.seen.retain(|_, t| *t + retain >= now);
+        if self.file_lines > 1024 && self.file_lines > 2 * self.seen.len() {
+            self.rewrite()?;
+        }
+        Ok(())
+    }
+
+    fn rewrite(&mut self) -> io::Result<()> {
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            let mut text = format!("{HEADER}\n");
+            for (k, t) in &self.seen {
+                text.push_str(&format!("{k} 0 0.0.0.0 0 0.0.0.0 0 {t}\n"));
+            }
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        self.file = Some(OpenOptions::new().append(true).open(&path)?);
+        self.file_lines = self.seen.len();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> ReplayKey {
+        ReplayKey([n; 32])
+    }
+
+    fn meta() -> Meta {
+        Meta {
+            proto: 17,
+            src: "198.18.1.2:4000".parse().unwrap(),
+            dst: "0.0.0.0:62201".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn persists_and_bounds() {
+        let dir = std::env::temp_dir().join(format!("posternd-replay-{}", std::process::id()));
+        let path = dir.join("digest.cache");
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut s, w) = ReplayStore::open(&path, 1000, 240).unwrap();
+        assert!(w.is_empty());
+        s.record(key(1), meta(), 1000).unwrap();
+        s.record(key(2), meta(), 1200).unwrap();
+        drop(s);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(HEADER));
+        assert!(text.contains(" 17 198.18.1.2 4000 0.0.0.0 62201 1000\n"));
+        // Reopen: both still known within the window; the first one is gone after it.
+        let (s, _) = ReplayStore::open(&path, 1100, 240).unwrap();
+        assert!(s.contains(&key(1)) && s.contains(&key(2)));
+        let (mut s, _) = ReplayStore::open(&path, 1300, 240).unwrap();
+        assert!(!s.contains(&key(1)) && s.contains(&key(2)));
+        // Compaction keeps the live entries only.
+        for i in 0..2000u32 {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&i.to_le_bytes());
+            k[31] = 9;
+            s.record(ReplayKey(k), meta(), 1300).unwrap();
+        }
+        s.prune(1300 + 241).unwrap();
+        assert!(s.is_empty());
+        s.prune(1300 + 241).unwrap();
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert_eq!(lines, 1, "only the header is left");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reads_fwknop_caches_and_skips_garbage() {
+        let dir = std::env::temp_dir().join(format!("posternd-replay-fw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("digest.cache");
+        std::fs::write(
+            &path,
+            format!("{HEADER}\nS2BwL9d1X765do6253L2MjXZ1I6PjcS145m26ijgHSw 17 127.0.0.1 39174 0.0.0.0 62201 1795745890\nnot a line\n"),
+        )
+        .unwrap();
+        let (s, w) = ReplayStore::open(&path, 1_795_745_900, 240).unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(w.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

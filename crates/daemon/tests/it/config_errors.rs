@@ -1,0 +1,175 @@
+//! A bad configuration refuses to start, names file, line and directive, and leaves the
+//! nftables ruleset byte-for-byte as it was. A bad reload keeps the running one.
+
+use std::time::Duration;
+
+use crate::lab::{keys, ready, strs, Lab, C1, SRV};
+
+const ADMIN_TABLE: &str =
+    "table inet filter {\n chain input { type filter hook input priority 0; policy accept; }\n}\n";
+
+#[test]
+fn config_errors_change_nothing() {
+    if !ready("config_errors_change_nothing") {
+        return;
+    }
+    let mut lab = Lab::new(&[22]);
+    let mut c = lab.srv.cmd("nft");
+    c.args(["-f", "-"]).stdin(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), ADMIN_TABLE.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    let before = lab.ruleset();
+    let good_server = "NFT_DEFAULT_DROP Y\n";
+    let good_access = "SOURCE ANY\nKEY enc-1\nHMAC_KEY hmac-1\n";
+    let conf = lab.path("fwknopd.conf").display().to_string();
+    let access = lab.path("access.conf").display().to_string();
+    let cases: Vec<(&str, &str, Vec<&str>, String)> = vec![
+        (
+            "NFT_DEFAULT_DROP Y\nBOGUS_DIRECTIVE 1\n",
+            good_access,
+            vec![],
+            format!("{conf}:2: BOGUS_DIRECTIVE: unknown directive"),
+        ),
+        (
+            "ENABLE_SPA_OVER_HTTP Y\n",
+            good_access,
+            vec![],
+            format!("{conf}:1: ENABLE_SPA_OVER_HTTP: SPA over HTTP is not implemented"),
+        ),
+        (
+            "MAX_SPA_PACKET_AGE abc\n",
+            good_access,
+            vec![],
+            format!("{conf}:1: MAX_SPA_PACKET_AGE: 'abc' is not a number"),
+        ),
+        (
+            good_server,
+            "SOURCE ANY\nKEY same\nHMAC_KEY same\n",
+            vec![],
+            format!("{access}:3: HMAC_KEY: hmac key must differ from the encryption key"),
+        ),
+        (
+            good_server,
+            "SOURCE 10.1.2.300\nKEY k\n",
+            vec![],
+            format!("{access}:1: SOURCE: '10.1.2.300' is not ANY"),
+        ),
+        (
+            good_server,
+            "SOURCE ANY\nKEY k\nOPEN_PORTS tcp/22, icmp/1\n",
+            vec![],
+            format!("{access}:3: OPEN_PORTS: 'icmp/1' is not tcp/PORT or udp/PORT"),
+        ),
+        (
+            good_server,
+            "SOURCE ANY\nKEY_BASE64 __CHANGEME__\n",
+            vec![],
+            format!("{access}:2: KEY_BASE64: the key is still __CHANGEME__"),
+        ),
+        (
+            good_server,
+            good_access,
+            vec!["-i", "nosuch0"],
+            "cannot capture on interface 'nosuch0'".into(),
+        ),
+        (
+            "NFT_TABLE inet filter\nNFT_CHAIN nosuchchain\n",
+            good_access,
+            vec![],
+            "chain 'inet filter nosuchchain' is not usable".into(),
+        ),
+    ];
+    for (server, acc, extra, want) in cases {
+        lab.configure(server, acc);
+        let out = lab.run_posternd(&extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{want}: posternd started");
+        assert!(err.contains(&want), "expected '{want}' in: {err}");
+        assert_eq!(lab.ruleset(), before, "{want}: the ruleset changed");
+        let check = lab.run_posternd(&["--check-config"]);
+        if extra.is_empty() && !want.contains("nosuchchain") {
+            assert_eq!(
+                check.status.code(),
+                Some(1),
+                "--check-config must fail for {want}"
+            );
+        }
+    }
+    // A key-bearing access.conf readable by others is refused with the chmod to run.
+    lab.configure(good_server, good_access);
+    std::fs::set_permissions(
+        lab.path("access.conf"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let out = lab.run_posternd(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("chmod 600 {access}")), "{err}");
+    assert_eq!(lab.ruleset(), before);
+
+    // --check-config and --dump-config on a good configuration; keys never shown.
+    lab.configure(good_server, good_access);
+    let out = lab.run_posternd(&["--check-config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("configuration OK: 1 stanza(s)"));
+    let dump = String::from_utf8(lab.run_posternd(&["-D"]).stdout).unwrap();
+    assert!(
+        dump.contains("NFT_DEFAULT_DROP            Y") && dump.contains("<redacted, 5 bytes>"),
+        "{dump}"
+    );
+    assert!(
+        !dump.contains("enc-1") && !dump.contains("hmac-1"),
+        "keys leaked: {dump}"
+    );
+
+    // A reload with a bad configuration keeps the running one.
+    lab.start(&[]);
+    lab.configure(good_server, "SOURCE ANY\nKEY enc-2\nBROKEN\n");
+    let out = lab
+        .srv
+        .cmd(crate::lab::posternd_bin())
+        .arg("-R")
+        .arg("-r")
+        .arg(lab.path("run"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.contains("reload refused")
+            && answer.contains(&format!("{access}:3: BROKEN: unknown directive")),
+        "{answer}"
+    );
+    let k = keys("enc-1", "hmac-1");
+    let mut a = strs(&k);
+    a.extend(["-A", "tcp/22", "-a", C1, "-D", SRV]);
+    lab.fwknop(&lab.c1, &a);
+    assert!(
+        lab.c1.wait_open(SRV, 22, Duration::from_secs(5)),
+        "old configuration no longer serves\n{}",
+        lab.log()
+    );
+    // A good reload keeps the grant that is open.
+    lab.configure(good_server, "SOURCE ANY\nKEY enc-2\nHMAC_KEY hmac-2\n");
+    let out = lab
+        .srv
+        .cmd(crate::lab::posternd_bin())
+        .arg("-R")
+        .arg("-r")
+        .arg(lab.path("run"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(lab.status()["active"][0]["port"], 22);
+    assert!(lab.c1.can_connect(SRV, 22, Duration::from_millis(500)));
+    lab.stop();
+}

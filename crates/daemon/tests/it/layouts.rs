@@ -1,0 +1,148 @@
+//! Intake modes and firewall layouts: AF_PACKET and UDP socket, IPv4 and IPv6, and
+//! posternd working inside an admin's existing drop-policy table (layout b), which it
+//! leaves exactly as it found it.
+
+use std::time::Duration;
+
+use crate::lab::{ready, Lab, C1, C16, SRV, SRV6};
+
+fn postern(lab: &Lab, args: &[&str]) {
+    let out = lab
+        .c1
+        .cmd(&crate::lab::postern_bin())
+        .args([
+            "--no-rc-file",
+            "--no-save-args",
+            "--key-rijndael",
+            "enc-1",
+            "--key-hmac",
+            "hmac-1",
+        ])
+        .args(args)
+        .env("HOME", &lab.dir.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "postern {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const ACCESS: &str = "SOURCE ANY\nKEY enc-1\nHMAC_KEY hmac-1\n";
+
+fn ipv4_and_ipv6(lab: &Lab, port4: u16, port6: u16) {
+    let p4 = format!("tcp/{port4}");
+    postern(lab, &["-A", &p4, "-a", C1, "-D", SRV]);
+    assert!(
+        lab.c1.wait_open(SRV, port4, Duration::from_secs(5)),
+        "IPv4 knock\n{}",
+        lab.log()
+    );
+    assert!(
+        !lab.c1.can_connect(SRV6, port4, Duration::from_millis(500)),
+        "IPv4 grant opened IPv6"
+    );
+    let p6 = format!("tcp/{port6}");
+    postern(lab, &["-A", &p6, "-a", C16, "-D", SRV6]);
+    assert!(
+        lab.c1.wait_open(SRV6, port6, Duration::from_secs(5)),
+        "IPv6 knock\n{}",
+        lab.log()
+    );
+    assert!(
+        !lab.c1.can_connect(SRV, port6, Duration::from_millis(500)),
+        "IPv6 grant opened IPv4"
+    );
+    let st = lab.status();
+    let sources: Vec<&str> = st["active"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["source"].as_str().unwrap())
+        .collect();
+    assert!(sources.contains(&C1) && sources.contains(&C16), "{st}");
+}
+
+#[test]
+fn af_packet_and_udp_intake_over_ipv4_and_ipv6() {
+    if !ready("af_packet_and_udp_intake_over_ipv4_and_ipv6") {
+        return;
+    }
+    let mut lab = Lab::new(&[22, 23, 24, 25]);
+    lab.configure("NFT_DEFAULT_DROP Y\n", ACCESS);
+    lab.start(&[]);
+    ipv4_and_ipv6(&lab, 22, 23);
+    lab.stop();
+    // The default-drop base stays after exit (the host stays closed); grants are gone.
+    assert!(
+        lab.ruleset().contains("policy drop"),
+        "default-drop removed at exit"
+    );
+    assert!(!lab.c1.can_connect(SRV, 22, Duration::from_millis(500)));
+
+    // UDP-socket intake: posternd's own policy lets the SPA port through.
+    lab.configure("NFT_DEFAULT_DROP Y\nENABLE_UDP_SERVER Y\n", ACCESS);
+    lab.start(&[]);
+    assert!(
+        lab.ruleset().contains("udp dport 62201 accept"),
+        "{}",
+        lab.ruleset()
+    );
+    ipv4_and_ipv6(&lab, 24, 25);
+    lab.stop();
+}
+
+const ADMIN: &str = "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\t\tiif \"lo\" accept\n\t\tct state established,related accept\n\t\tmeta l4proto ipv6-icmp accept\n\t}\n}\n";
+
+#[test]
+fn existing_table_layout_is_left_as_found() {
+    if !ready("existing_table_layout_is_left_as_found") {
+        return;
+    }
+    let mut lab = Lab::new(&[22]);
+    let mut c = lab.srv.cmd("nft");
+    c.args(["-f", "-"]).stdin(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), ADMIN.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    let before = lab.ruleset();
+    assert!(
+        !lab.c1.can_connect(SRV, 22, Duration::from_millis(500)),
+        "admin's drop policy"
+    );
+    lab.configure("NFT_TABLE inet filter\nNFT_CHAIN input\n", ACCESS);
+    lab.start(&[]);
+    let during = lab.ruleset();
+    assert!(
+        during.contains("postern_allow4") && during.contains("comment \"postern\""),
+        "{during}"
+    );
+    assert!(
+        !during.contains("table inet postern"),
+        "layout b must not create its own table"
+    );
+    postern(&lab, &["-A", "tcp/22", "-a", C1, "-D", SRV]);
+    assert!(
+        lab.c1.wait_open(SRV, 22, Duration::from_secs(5)),
+        "knock through the admin's chain\n{}",
+        lab.log()
+    );
+    lab.stop();
+    assert_eq!(
+        lab.ruleset(),
+        before,
+        "posternd left something behind in the admin's table"
+    );
+    // A crash leaves our rule behind; the next start replaces it instead of adding another.
+    lab.start(&[]);
+    lab.kill9();
+    lab.start(&[]);
+    assert_eq!(
+        lab.ruleset().matches("comment \"postern\"").count(),
+        2,
+        "one rule per family, not duplicated"
+    );
+    lab.stop();
+    assert_eq!(lab.ruleset(), before);
+}

@@ -1,0 +1,8 @@
+//! posternd integration tests: real namespaces, real nftables, the real fwknop client.
+
+#![allow(clippy::unwrap_used)]
+
+mod config_errors;
+mod cycle;
+mod lab;
+mod layouts;

@@ -1,0 +1,84 @@
+//! postern-fw: the firewall side. A [`Grant`] is a value (source address, protocol,
+//! port, timeout); a [`Firewall`] backend turns it into kernel state.
+//!
+//! ```text
+//!  Grant { 198.18.1.2, tcp, 22, 30 s } ──► nftables: add element inet postern allow4
+//!                                             { 198.18.1.2 . tcp . 22 timeout 30s }
+//! ```
+//!
+//! The nftables backend keeps grants in named sets with per-element timeouts, so the
+//! kernel closes access on time even if the daemon is gone. This crate does not decide
+//! anything: what to open is the daemon's business.
+
+#![forbid(unsafe_code)]
+
+pub mod memory;
+pub mod nftables;
+
+use core::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+pub use postern_proto::Protocol;
+
+/// One opening: `source` may reach `proto/port` for `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Grant {
+    /// Address allowed in.
+    pub source: IpAddr,
+    /// Protocol.
+    pub proto: Protocol,
+    /// Destination port.
+    pub port: u16,
+    /// How long it stays open.
+    pub timeout: Duration,
+}
+
+impl fmt::Display for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} -> {}/{} for {}s",
+            self.source,
+            self.proto.name(),
+            self.port,
+            self.timeout.as_secs()
+        )
+    }
+}
+
+/// Why a firewall change failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The firewall tool could not be run (missing binary, no permission).
+    Spawn(String),
+    /// The firewall refused the change; the text is its own message.
+    Refused(String),
+    /// The configuration names something that does not exist or cannot be used.
+    Config(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Spawn(s) => write!(f, "cannot run the firewall tool: {s}"),
+            Error::Refused(s) => write!(f, "the firewall refused the change: {s}"),
+            Error::Config(s) => write!(f, "firewall configuration: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A firewall backend.
+pub trait Firewall: Send {
+    /// Install the base (table, sets, rules). With `flush`, existing grants are removed.
+    fn setup(&mut self, flush: bool) -> Result<(), Error>;
+    /// Open (or refresh) these grants, all or nothing.
+    fn apply(&mut self, grants: &[Grant]) -> Result<(), Error>;
+    /// Remove the base, or with `keep_base` only the grants (see the backend's docs).
+    fn teardown(&mut self, keep_base: bool) -> Result<(), Error>;
+    /// A short description for logs and status.
+    fn describe(&self) -> String;
+}

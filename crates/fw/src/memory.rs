@@ -1,0 +1,61 @@
+//! An in-memory backend that records what it is asked to do; for tests and `--test`.
+
+use std::sync::{Arc, Mutex};
+
+use crate::{Error, Firewall, Grant};
+
+/// Everything the recorder saw.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Setups, with their flush flag.
+    pub setups: Vec<bool>,
+    /// Applied grants, in order.
+    pub grants: Vec<Grant>,
+    /// Teardowns, with their keep_base flag.
+    pub teardowns: Vec<bool>,
+}
+
+/// Records calls; optionally fails every `apply`.
+#[derive(Debug, Clone, Default)]
+pub struct Memory {
+    /// Shared record, so a test can look while the daemon owns the backend.
+    pub record: Arc<Mutex<Record>>,
+    /// Refuse every apply with this message.
+    pub fail_apply: Option<String>,
+}
+
+impl Firewall for Memory {
+    fn setup(&mut self, flush: bool) -> Result<(), Error> {
+        self.record
+            .lock()
+            .map_err(|_| Error::Refused("poisoned".into()))?
+            .setups
+            .push(flush);
+        Ok(())
+    }
+
+    fn apply(&mut self, grants: &[Grant]) -> Result<(), Error> {
+        if let Some(m) = &self.fail_apply {
+            return Err(Error::Refused(m.clone()));
+        }
+        self.record
+            .lock()
+            .map_err(|_| Error::Refused("poisoned".into()))?
+            .grants
+            .extend_from_slice(grants);
+        Ok(())
+    }
+
+    fn teardown(&mut self, keep_base: bool) -> Result<(), Error> {
+        self.record
+            .lock()
+            .map_err(|_| Error::Refused("poisoned".into()))?
+            .teardowns
+            .push(keep_base);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "in-memory (no firewall changes)".into()
+    }
+}

@@ -1,0 +1,514 @@
+//! The nftables backend: grants are elements `saddr . l4proto . dport` of named sets
+//! with `flags timeout`, so every opening carries its own expiry in the kernel.
+//!
+//! Two layouts:
+//! * **own table** (default `inet postern`): posternd creates the table, the sets
+//!   `allow4`/`allow6` and an `input` chain. With `default_drop` that chain *is* the
+//!   host's input policy (drop, with loopback, established/related, IPv6 neighbour
+//!   discovery and optionally the SPA port accepted). At exit only the grants are removed
+//!   when the chain holds the drop policy (the host stays closed); otherwise the table
+//!   is deleted.
+//! * **existing chain** (`NFT_CHAIN`): posternd adds the sets `postern_allow4`/`_allow6`
+//!   to the admin's table and one accept rule per family (commented `postern`) at the top
+//!   of the admin's input chain, and removes exactly those at exit.
+//!
+//! Changes are rendered as one nft script and applied with `nft -f -`, which the kernel
+//! commits as one transaction: a change happens whole or not at all.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use postern_proto::Protocol;
+
+use crate::{Error, Firewall, Grant};
+
+/// Table family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `inet`: IPv4 and IPv6.
+    Inet,
+    /// `ip`: IPv4 only.
+    Ip,
+    /// `ip6`: IPv6 only.
+    Ip6,
+}
+
+impl Family {
+    fn name(self) -> &'static str {
+        match self {
+            Family::Inet => "inet",
+            Family::Ip => "ip",
+            Family::Ip6 => "ip6",
+        }
+    }
+    fn v4(self) -> bool {
+        self != Family::Ip6
+    }
+    fn v6(self) -> bool {
+        self != Family::Ip
+    }
+}
+
+/// Where and how the backend works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftConfig {
+    /// Table family.
+    pub family: Family,
+    /// Table name.
+    pub table: String,
+    /// `Some(chain)`: use the admin's existing table and input chain (layout b).
+    pub chain: Option<String>,
+    /// Own table only: install a default-drop input policy.
+    pub default_drop: bool,
+    /// Own table with default drop: also accept this port (UDP-socket intake).
+    pub open_port: Option<(Protocol, u16)>,
+    /// The nft binary.
+    pub nft: PathBuf,
+}
+
+impl Default for NftConfig {
+    fn default() -> Self {
+        NftConfig {
+            family: Family::Inet,
+            table: "postern".into(),
+            chain: None,
+            default_drop: false,
+            open_port: None,
+            nft: PathBuf::from("nft"),
+        }
+    }
+}
+
+/// Parse `inet postern`, `ip filter`, or a bare table name (family inet).
+pub fn parse_table(s: &str) -> Result<(Family, String), Error> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let (fam, name) = match parts.as_slice() {
+        [name] => (Family::Inet, *name),
+        ["inet", name] => (Family::Inet, *name),
+        ["ip", name] => (Family::Ip, *name),
+        ["ip6", name] => (Family::Ip6, *name),
+        _ => {
+            return Err(Error::Config(format!(
+                "'{s}' is not a table (expected [inet|ip|ip6] NAME)"
+            )))
+        }
+    };
+    check_name(name)?;
+    Ok((fam, name.to_owned()))
+}
+
+fn check_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "'{name}' is not a valid nftables name"
+        )))
+    }
+}
+
+/// The nftables backend.
+#[derive(Debug, Clone)]
+pub struct Nftables {
+    cfg: NftConfig,
+}
+
+const SET_TYPE4: &str = "type ipv4_addr . inet_proto . inet_service; flags timeout;";
+const SET_TYPE6: &str = "type ipv6_addr . inet_proto . inet_service; flags timeout;";
+const RULE_COMMENT: &str = "postern";
+
+impl Nftables {
+    /// Check names and build the backend (touches nothing).
+    pub fn new(cfg: NftConfig) -> Result<Nftables, Error> {
+        check_name(&cfg.table)?;
+        if let Some(c) = &cfg.chain {
+            check_name(c)?;
+            if cfg.default_drop {
+                return Err(Error::Config(
+                    "NFT_DEFAULT_DROP applies only to posternd's own table, not to an existing NFT_CHAIN".into(),
+                ));
+            }
+        }
+        Ok(Nftables { cfg })
+    }
+
+    fn fam(&self) -> &'static str {
+        self.cfg.family.name()
+    }
+
+    fn set_name(&self, v6: bool) -> &'static str {
+        match (self.cfg.chain.is_some(), v6) {
+            (false, false) => "allow4",
+            (false, true) => "allow6",
+            (true, false) => "postern_allow4",
+            (true, true) => "postern_allow6",
+        }
+    }
+
+    fn chain(&self) -> &str {
+        self.cfg.chain.as_deref().unwrap_or("input")
+    }
+
+    fn match_rules(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.cfg.family.v4() {
+            v.push(format!(
+                "ip saddr . meta l4proto . th dport @{} accept",
+                self.set_name(false)
+            ));
+        }
+        if self.cfg.family.v6() {
+            v.push(format!(
+                "ip6 saddr . meta l4proto . th dport @{} accept",
+                self.set_name(true)
+            ));
+        }
+        v
+    }
+
+    fn sets(&self) -> Vec<String> {
+        let (f, t) = (self.fam(), &self.cfg.table);
+        let mut v = Vec::new();
+        if self.cfg.family.v4() {
+            v.push(format!(
+                "add set {f} {t} {} {{ {SET_TYPE4} }}",
+                self.set_name(false)
+            ));
+        }
+        if self.cfg.family.v6() {
+            v.push(format!(
+                "add set {f} {t} {} {{ {SET_TYPE6} }}",
+                self.set_name(true)
+            ));
+        }
+        v
+    }
+
+    fn flush_sets(&self) -> Vec<String> {
+        let (f, t) = (self.fam(), &self.cfg.table);
+        let mut v = Vec::new();
+        if self.cfg.family.v4() {
+            v.push(format!("flush set {f} {t} {}", self.set_name(false)));
+        }
+        if self.cfg.family.v6() {
+            v.push(format!("flush set {f} {t} {}", self.set_name(true)));
+        }
+        v
+    }
+
+    /// The script that installs the base. `stale_handles`: handles of rules a previous
+    /// run left in the admin's chain (layout b), deleted in the same transaction.
+    pub fn base_script(&self, flush: bool, stale_handles: &[u64]) -> String {
+        let (f, t, c) = (self.fam(), &self.cfg.table, self.chain());
+        let mut s = Vec::new();
+        match &self.cfg.chain {
+            None => {
+                s.push(format!("add table {f} {t}"));
+                if flush {
+                    s.push(format!("delete table {f} {t}"));
+                    s.push(format!("add table {f} {t}"));
+                }
+                s.extend(self.sets());
+                let policy = if self.cfg.default_drop {
+                    "drop"
+                } else {
+                    "accept"
+                };
+                s.push(format!("add chain {f} {t} {c} {{ type filter hook input priority filter; policy {policy}; }}"));
+                s.push(format!("flush chain {f} {t} {c}"));
+                if self.cfg.default_drop {
+                    s.push(format!("add rule {f} {t} {c} iif lo accept"));
+                    s.push(format!(
+                        "add rule {f} {t} {c} ct state established,related accept"
+                    ));
+                    if self.cfg.family.v6() {
+                        s.push(format!(
+                            "add rule {f} {t} {c} meta l4proto ipv6-icmp icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert }} accept"
+                        ));
+                    }
+                    if let Some((proto, port)) = self.cfg.open_port {
+                        s.push(format!(
+                            "add rule {f} {t} {c} {} dport {port} accept",
+                            proto.name()
+                        ));
+                    }
+                }
+                for r in self.match_rules() {
+                    s.push(format!("add rule {f} {t} {c} {r}"));
+                }
+            }
+            Some(_) => {
+                s.extend(self.sets());
+                if flush {
+                    s.extend(self.flush_sets());
+                }
+                for h in stale_handles {
+                    s.push(format!("delete rule {f} {t} {c} handle {h}"));
+                }
+                for r in self.match_rules().iter().rev() {
+                    s.push(format!(
+                        "insert rule {f} {t} {c} {r} comment \"{RULE_COMMENT}\""
+                    ));
+                }
+            }
+        }
+        s.join("\n") + "\n"
+    }
+
+    /// The script that opens or refreshes `grants`. An element that exists is deleted
+    /// and re-added in the same transaction, which sets its new timeout atomically.
+    pub fn grant_script(&self, grants: &[Grant]) -> Result<String, Error> {
+        let (f, t) = (self.fam(), &self.cfg.table);
+        let mut s = String::new();
+        for g in grants {
+            let v6 = match g.source {
+                IpAddr::V4(_) if self.cfg.family.v4() => false,
+                IpAddr::V6(_) if self.cfg.family.v6() => true,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "cannot open {} in a table of family {f}",
+                        g.source
+                    )))
+                }
+            };
+            let set = self.set_name(v6);
+            let secs = g.timeout.as_secs().max(1);
+            let elem = format!("{} . {} . {}", g.source, g.proto.name(), g.port);
+            s.push_str(&format!(
+                "add element {f} {t} {set} {{ {elem} timeout {secs}s }}\n"
+            ));
+            s.push_str(&format!("delete element {f} {t} {set} {{ {elem} }}\n"));
+            s.push_str(&format!(
+                "add element {f} {t} {set} {{ {elem} timeout {secs}s }}\n"
+            ));
+        }
+        Ok(s)
+    }
+
+    /// The script that removes what posternd added.
+    pub fn teardown_script(&self, keep_base: bool, our_handles: &[u64]) -> String {
+        let (f, t, c) = (self.fam(), &self.cfg.table, self.chain());
+        let mut s = Vec::new();
+        match &self.cfg.chain {
+            None if keep_base => s.extend(self.flush_sets()),
+            None => s.push(format!("delete table {f} {t}")),
+            Some(_) => {
+                for h in our_handles {
+                    s.push(format!("delete rule {f} {t} {c} handle {h}"));
+                }
+                if self.cfg.family.v4() {
+                    s.push(format!("delete set {f} {t} {}", self.set_name(false)));
+                }
+                if self.cfg.family.v6() {
+                    s.push(format!("delete set {f} {t} {}", self.set_name(true)));
+                }
+            }
+        }
+        s.join("\n") + "\n"
+    }
+
+    fn run(&self, args: &[&str], script: Option<&str>) -> Result<String, Error> {
+        let mut cmd = Command::new(&self.cfg.nft);
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(if script.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Spawn(format!("{}: {e}", self.cfg.nft.display())))?;
+        if let (Some(text), Some(mut stdin)) = (script, child.stdin.take()) {
+            stdin
+                .write_all(text.as_bytes())
+                .map_err(|e| Error::Spawn(e.to_string()))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::Spawn(e.to_string()))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let first: Vec<&str> = err
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .take(2)
+                .collect();
+            return Err(Error::Refused(first.join(" | ")));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Handles of rules commented `postern` in the admin's chain.
+    fn our_rule_handles(&self) -> Result<Vec<u64>, Error> {
+        let (f, t, c) = (self.fam(), self.cfg.table.as_str(), self.chain());
+        let json = self
+            .run(&["-j", "-a", "list", "chain", f, t, c], None)
+            .map_err(|e| match e {
+                Error::Refused(m) => {
+                    Error::Config(format!("chain '{f} {t} {c}' is not usable: {m}"))
+                }
+                other => other,
+            })?;
+        let v: serde_json::Value =
+            serde_json::from_str(&json).map_err(|e| Error::Refused(e.to_string()))?;
+        let handles = v["nftables"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.get("rule"))
+                    .filter(|r| r["comment"] == RULE_COMMENT)
+                    .filter_map(|r| r["handle"].as_u64())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(handles)
+    }
+}
+
+impl Firewall for Nftables {
+    fn setup(&mut self, flush: bool) -> Result<(), Error> {
+        let stale = if self.cfg.chain.is_some() {
+            self.our_rule_handles()?
+        } else {
+            Vec::new()
+        };
+        self.run(&["-f", "-"], Some(&self.base_script(flush, &stale)))
+            .map(|_| ())
+    }
+
+    fn apply(&mut self, grants: &[Grant]) -> Result<(), Error> {
+        if grants.is_empty() {
+            return Ok(());
+        }
+        let script = self.grant_script(grants)?;
+        self.run(&["-f", "-"], Some(&script)).map(|_| ())
+    }
+
+    fn teardown(&mut self, keep_base: bool) -> Result<(), Error> {
+        let ours = if self.cfg.chain.is_some() {
+            self.our_rule_handles()?
+        } else {
+            Vec::new()
+        };
+        self.run(&["-f", "-"], Some(&self.teardown_script(keep_base, &ours)))
+            .map(|_| ())
+    }
+
+    fn describe(&self) -> String {
+        match &self.cfg.chain {
+            None => format!(
+                "nftables, own table '{} {}'{}",
+                self.fam(),
+                self.cfg.table,
+                if self.cfg.default_drop {
+                    " with default-drop input policy"
+                } else {
+                    ""
+                }
+            ),
+            Some(c) => format!(
+                "nftables, sets and one rule in the existing chain '{} {} {c}'",
+                self.fam(),
+                self.cfg.table
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn own_table_with_default_drop() {
+        let n = Nftables::new(NftConfig {
+            default_drop: true,
+            open_port: Some((Protocol::Udp, 62201)),
+            ..NftConfig::default()
+        })
+        .unwrap();
+        let s = n.base_script(true, &[]);
+        assert!(s.starts_with(
+            "add table inet postern\ndelete table inet postern\nadd table inet postern\n"
+        ));
+        assert!(s.contains("policy drop;"));
+        assert!(s.contains("add rule inet postern input udp dport 62201 accept"));
+        assert!(s.contains("ip6 saddr . meta l4proto . th dport @allow6 accept"));
+        assert!(s.contains("nd-neighbor-solicit"));
+        assert!(!n.base_script(false, &[]).contains("delete table"));
+    }
+
+    #[test]
+    fn existing_chain_layout() {
+        let n = Nftables::new(NftConfig {
+            family: Family::Ip,
+            table: "filter".into(),
+            chain: Some("INPUT".into()),
+            ..NftConfig::default()
+        })
+        .unwrap();
+        let s = n.base_script(true, &[7]);
+        assert!(s.contains("add set ip filter postern_allow4"));
+        assert!(!s.contains("allow6"));
+        assert!(s.contains("delete rule ip filter INPUT handle 7"));
+        assert!(s.contains("insert rule ip filter INPUT ip saddr . meta l4proto . th dport @postern_allow4 accept comment \"postern\""));
+        let t = n.teardown_script(false, &[9]);
+        assert_eq!(
+            t,
+            "delete rule ip filter INPUT handle 9\ndelete set ip filter postern_allow4\n"
+        );
+        let g = Grant {
+            source: "2001:db8::1".parse().unwrap(),
+            proto: Protocol::Tcp,
+            port: 22,
+            timeout: Duration::from_secs(30),
+        };
+        assert!(n.grant_script(&[g]).is_err(), "IPv6 grant in an ip table");
+    }
+
+    #[test]
+    fn grants_refresh_atomically() {
+        let n = Nftables::new(NftConfig::default()).unwrap();
+        let g = Grant {
+            source: "198.18.1.2".parse().unwrap(),
+            proto: Protocol::Tcp,
+            port: 22,
+            timeout: Duration::from_secs(30),
+        };
+        assert_eq!(
+            n.grant_script(&[g]).unwrap(),
+            "add element inet postern allow4 { 198.18.1.2 . tcp . 22 timeout 30s }\n\
+             delete element inet postern allow4 { 198.18.1.2 . tcp . 22 }\n\
+             add element inet postern allow4 { 198.18.1.2 . tcp . 22 timeout 30s }\n"
+        );
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(parse_table("inet postern").is_ok());
+        assert!(parse_table("ip6 x").is_ok());
+        assert!(parse_table("inet a; flush ruleset").is_err());
+        assert!(parse_table("bridge x").is_err());
+        assert!(Nftables::new(NftConfig {
+            table: "a b".into(),
+            ..NftConfig::default()
+        })
+        .is_err());
+        assert!(Nftables::new(NftConfig {
+            chain: Some("input".into()),
+            default_drop: true,
+            ..NftConfig::default()
+        })
+        .is_err());
+    }
+}
