@@ -8,31 +8,9 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n==> %s\n' "$*"; }
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "scripts/test.sh: run as root (apt installs, network namespaces)" >&2
-    exit 1
-fi
-
-say "Debian packages"
-pkgs=(fwknop-client fwknop-server nftables iptables iproute2 python3 build-essential pkg-config ca-certificates curl)
-missing=()
-for p in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
-# fwknop-server's package starts a daemon on some systems; the tests start their own.
-command -v fwknop >/dev/null
-command -v fwknopd >/dev/null
-
-say "Rust toolchain"
-if ! command -v cargo >/dev/null; then
-    [ -x "$HOME/.cargo/bin/cargo" ] || curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
-    export PATH="$HOME/.cargo/bin:$PATH"
-fi
+say "dependencies"
+# shellcheck source=scripts/deps.sh
+source scripts/deps.sh
 cargo --version
 
 say "cargo fmt --check"

@@ -421,7 +421,7 @@ pub fn status_text(v: &serde_json::Value) -> String {
                 a["source"].as_str().unwrap_or(""),
                 format!("{}/{}", a["proto"].as_str().unwrap_or(""), a["port"]),
                 a["stanza"].as_str().unwrap_or(""),
-                a["seconds_left"]
+                a["seconds_left"].as_u64().unwrap_or(0)
             ));
         }
     }

@@ -145,7 +145,9 @@ fn load(
 fn apply_overrides(config: &mut Config, cli: &Cli) {
     let s = &mut config.server;
     if let Some(dir) = &cli.run_dir {
-        s.digest_file = dir.join("digest.cache");
+        if !s.digest_file_set {
+            s.digest_file = dir.join("digest.cache");
+        }
         s.pid_file = dir.join("posternd.pid");
         s.control_socket = dir.join("posternd.sock");
         s.run_dir = dir.clone();

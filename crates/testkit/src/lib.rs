@@ -42,6 +42,23 @@ pub fn can_run(what: &str, tools: &[&str]) -> bool {
     true
 }
 
+/// Whether an external tool is on PATH; outside CI a missing tool skips the test with a
+/// printed reason, under CI=true it fails.
+pub fn have_tool(name: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    if !found {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "{name} is required under CI=true"
+        );
+        eprintln!("SKIP: {name} not installed");
+    }
+    found
+}
+
 /// Run a command, panicking with its output if it fails.
 pub fn sh(cmd: &mut Command) -> Output {
     let out = cmd

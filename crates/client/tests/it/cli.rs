@@ -704,6 +704,10 @@ while b'Enter encryption key' not in buf:
     if not d:
         break
     buf += d
+import termios, time
+deadline = time.time() + 3
+while time.time() < deadline and termios.tcgetattr(fd)[3] & termios.ECHO:
+    time.sleep(0.01)
 os.write(fd, b'typed-secret\n')
 out = b''
 while True:

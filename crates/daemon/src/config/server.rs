@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub run_dir: PathBuf,
     /// `DIGEST_FILE`: the replay store.
     pub digest_file: PathBuf,
+    /// Whether `DIGEST_FILE` was set explicitly (else `-r` moves it too).
+    pub digest_file_set: bool,
     /// `FWKNOP_PID_FILE`.
     pub pid_file: PathBuf,
     /// `CONTROL_SOCKET`: the status/stop/reload socket.
@@ -176,6 +178,7 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
         digest_persistence: true,
         run_dir: PathBuf::new(),
         digest_file: PathBuf::new(),
+        digest_file_set: false,
         pid_file: PathBuf::new(),
         control_socket: PathBuf::new(),
         access_file: PathBuf::new(),
@@ -328,9 +331,13 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
             .cloned()
             .unwrap_or_else(|| conf_dir.display().to_string()),
     );
-    c.digest_file = set
-        .get("DIGEST_FILE")
-        .map_or_else(|| run_dir.join("digest.cache"), PathBuf::from);
+    // The replay store must survive a reboot (a packet captured just before one would
+    // otherwise be replayable after it), so it lives in /var/lib, not in the run dir.
+    c.digest_file_set = set.contains_key("DIGEST_FILE");
+    c.digest_file = set.get("DIGEST_FILE").map_or_else(
+        || PathBuf::from("/var/lib/postern/digest.cache"),
+        PathBuf::from,
+    );
     c.pid_file = set
         .get("FWKNOP_PID_FILE")
         .map_or_else(|| run_dir.join("posternd.pid"), PathBuf::from);
@@ -461,7 +468,7 @@ mod tests {
     fn defaults_and_substitution() {
         let (c, notes) = p("# all defaults\n").unwrap();
         assert_eq!(c.spa_port, 62201);
-        assert_eq!(c.digest_file, Path::new("/run/postern/digest.cache"));
+        assert_eq!(c.digest_file, Path::new("/var/lib/postern/digest.cache"));
         assert_eq!(c.access_file, Path::new("/etc/postern/access.conf"));
         assert!(notes.is_empty());
         let (c, _) = p("FWKNOP_RUN_DIR /tmp/x\nDIGEST_FILE $FWKNOP_RUN_DIR/d.cache ; comment\nPCAP_FILTER udp port 5000\n").unwrap();

@@ -2,7 +2,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod commands;
 mod config_errors;
 mod cycle;
 mod lab;
 mod layouts;
+mod offline;

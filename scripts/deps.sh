@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install what postern's build, demo and tests need on Debian 12 (sourced by demo.sh
+# and test.sh; safe to run again).
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+    echo "run as root (apt installs, network namespaces, nftables)" >&2
+    exit 1
+fi
+pkgs=(fwknop-client fwknop-server nftables iptables iproute2 python3 systemd build-essential pkg-config ca-certificates curl)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ! command -v cargo >/dev/null; then
+    if [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+        echo "==> installing Rust (rustup)"
+        curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
+    fi
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
