@@ -58,6 +58,8 @@ pub struct Daemon {
     ledger: Ledger,
     /// Counters.
     pub counters: Counters,
+    /// Log every refusal, junk included (`-v`, `VERBOSE`).
+    pub verbose: bool,
     test_mode: bool,
     junk: BTreeMap<&'static str, u64>,
     last_junk_log: Instant,
@@ -84,6 +86,7 @@ impl Daemon {
             replay,
             ledger: Ledger::default(),
             counters: Counters::default(),
+            verbose: false,
             test_mode,
             junk: BTreeMap::new(),
             last_junk_log: Instant::now(),
@@ -135,12 +138,18 @@ impl Daemon {
             Err(e) => {
                 let r = Reason::Junk(e);
                 self.count_junk(r.label());
+                if self.verbose {
+                    log::info(&format!("{src}: refused: {r}"));
+                }
                 return Outcome::Refused(r.to_string());
             }
         };
         let key = packet.replay_key();
         if self.replay.contains(&key) {
             self.count_junk("replay");
+            if self.verbose {
+                log::info(&format!("{src}: refused: {}", Reason::Replay));
+            }
             return Outcome::Refused(Reason::Replay.to_string());
         }
         let decision = authorize(&packet, src, dst, &self.config.stanzas, self.clock(now));
@@ -180,6 +189,9 @@ impl Daemon {
                 } else {
                     // Never decrypted under any stanza: junk, counted and summarised.
                     self.count_junk(label);
+                    if self.verbose {
+                        log::info(&format!("{who}: refused: {reason}"));
+                    }
                 }
                 Outcome::Refused(reason.to_string())
             }

@@ -487,7 +487,9 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
     let stanzas = config.stanzas.len();
     let pid_file = config.server.pid_file.clone();
     let config_file = config.server.file.clone();
+    let verbose = cli.verbose > 0 || config.server.verbose;
     let mut daemon = Daemon::new(config, fw, replay, cli.test);
+    daemon.verbose = verbose;
     if let Err(e) = daemon.setup_firewall() {
         let _ = std::fs::remove_file(&socket);
         bail!("cannot install the firewall base: {e}");

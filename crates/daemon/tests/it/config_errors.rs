@@ -171,5 +171,94 @@ fn config_errors_change_nothing() {
     );
     assert_eq!(lab.status()["active"][0]["port"], 22);
     assert!(lab.c1.can_connect(SRV, 22, Duration::from_millis(500)));
+    // SIGHUP reloads too.
+    lab.configure(good_server, "SOURCE ANY\nKEY enc-3\nHMAC_KEY hmac-3\n");
+    let pid = lab.daemon.as_ref().unwrap().child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    postern_testkit::wait_for_line(
+        &lab.path("posternd.log"),
+        "configuration reloaded: 1 stanza(s); active grants kept",
+        Duration::from_secs(5),
+    );
+    let k = keys("enc-3", "hmac-3");
+    let mut a = strs(&k);
+    a.extend(["-A", "tcp/22", "-a", C1, "-D", SRV]);
+    lab.fwknop(&lab.c1, &a);
+    postern_testkit::wait_for_line(
+        &lab.path("posternd.log"),
+        "stanza access.conf:1, user",
+        Duration::from_secs(5),
+    );
     lab.stop();
+}
+
+#[test]
+fn background_mode_detaches_and_answers() {
+    if !ready("background_mode_detaches_and_answers") {
+        return;
+    }
+    let lab = Lab::new(&[22]);
+    lab.configure(
+        "NFT_DEFAULT_DROP Y\n",
+        "SOURCE ANY\nKEY enc-1\nHMAC_KEY hmac-1\n",
+    );
+    let args = lab.args(&["-i", &lab.iface]);
+    let args: Vec<&String> = args.iter().filter(|a| *a != "-f").collect();
+    let out = lab.srv.cmd(args[0]).args(&args[1..]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("started in the background"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lab.status()["examined"], 0);
+    let pid: u32 = std::fs::read_to_string(lab.path("run/posternd.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let guard = KillOnDrop(pid);
+    let out = lab
+        .srv
+        .cmd(crate::lab::posternd_bin())
+        .arg("-K")
+        .arg("-r")
+        .arg(lab.path("run"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let start = std::time::Instant::now();
+    while alive(pid) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(pid), "posternd still running after -K");
+    drop(guard);
+}
+
+/// Running (not a zombie waiting for a reaper).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Kills a detached daemon by PID if a test fails before stopping it.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &self.0.to_string()])
+                .status();
+        }
+    }
 }

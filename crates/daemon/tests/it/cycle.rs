@@ -136,7 +136,7 @@ fn real_fwknop_client_full_cycle_and_refusals() {
         lab.c1.wait_closed(SRV, 2222, Duration::from_secs(10)),
         "grant outlived its timeout with the daemon dead"
     );
-    lab.start(&[]);
+    lab.start(&["-v"]);
     lab.send_raw(&lab.c1, SRV, &[&before_kill, &good]);
     std::thread::sleep(Duration::from_millis(700));
     assert!(
@@ -144,5 +144,14 @@ fn real_fwknop_client_full_cycle_and_refusals() {
         "replay after restart opened tcp/2222"
     );
     assert_eq!(lab.status()["refused"]["replay"], 2);
+    // Replays are summarised, except with -v, which logs each one.
+    assert_eq!(
+        lab.log()
+            .matches(&format!("{C1}: refused: replayed packet"))
+            .count(),
+        2,
+        "{}",
+        lab.log()
+    );
     lab.stop();
 }
