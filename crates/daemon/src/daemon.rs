@@ -64,6 +64,8 @@ pub struct Daemon {
     junk: BTreeMap<&'static str, u64>,
     last_junk_log: Instant,
     started: u64,
+    /// See [`Clock::not_before`].
+    pub not_before: Option<u64>,
 }
 
 fn now_unix() -> u64 {
@@ -91,6 +93,7 @@ impl Daemon {
             junk: BTreeMap::new(),
             last_junk_log: Instant::now(),
             started: now_unix(),
+            not_before: None,
         }
     }
 
@@ -112,10 +115,12 @@ impl Daemon {
     }
 
     fn clock(&self, now: u64) -> Clock {
+        let window = self.config.server.max_packet_age;
         Clock {
             now,
             aging: self.config.server.aging(),
-            max_age: self.config.server.max_packet_age,
+            max_age: window,
+            not_before: self.not_before.filter(|t| now <= t.saturating_add(window)),
         }
     }
 
@@ -153,6 +158,15 @@ impl Daemon {
             return Outcome::Refused(Reason::Replay.to_string());
         }
         let decision = authorize(&packet, src, dst, &self.config.stanzas, self.clock(now));
+        if decision.burn && self.replay.is_full() && !matches!(decision.verdict, Verdict::Drop(_)) {
+            self.refuse("replay_store_full");
+            let msg = format!(
+                "{src}: the replay store is full ({} entries, MAX_REPLAY_ENTRIES); nothing opened until entries expire",
+                self.replay.len()
+            );
+            log::warn(&msg);
+            return Outcome::Refused(msg);
+        }
         if decision.burn {
             let meta = Meta {
                 proto: 17,
@@ -214,7 +228,19 @@ impl Daemon {
                     log::info(&format!("{who}: would open {desc} (--test)"));
                     return Outcome::WouldAct(desc);
                 }
-                match self.fw.apply(&grants) {
+                let applied = self.fw.apply(&grants).or_else(|first| {
+                    // The base may be gone (table deleted under us): reinstall it, once.
+                    match self.fw.setup(false) {
+                        Ok(()) => {
+                            log::warn(&format!(
+                                "firewall change refused ({first}); base reinstalled"
+                            ));
+                            self.fw.apply(&grants)
+                        }
+                        Err(_) => Err(first),
+                    }
+                });
+                match applied {
                     Ok(()) => {
                         for gr in &grants {
                             self.ledger.record(
@@ -374,6 +400,7 @@ impl Daemon {
             "firewall_errors": self.counters.firewall_errors,
             "dropped": self.counters.dropped,
             "replay_entries": self.replay.len(),
+            "core_dumps": if nix::sys::prctl::get_dumpable().unwrap_or(true) { "enabled" } else { "disabled" },
             "intake": extra["intake"],
             "active": active,
         })
@@ -438,4 +465,161 @@ pub fn status_text(v: &serde_json::Value) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern_fw::memory::Memory;
+    use postern_proto::{
+        encode, DigestType, EncryptionMode, HmacKey, Key, Keys, MessageType, RandomValue,
+        SpaMessage,
+    };
+
+    const T: u64 = 1_795_000_000;
+
+    fn config(access: &str) -> Config {
+        let (server, notes) =
+            crate::config::server::parse("", std::path::Path::new("/etc/postern/fwknopd.conf"))
+                .unwrap();
+        let stanzas = crate::config::access::parse_text(
+            access,
+            std::path::Path::new("/etc/postern/access.conf"),
+            0,
+        )
+        .unwrap();
+        Config {
+            server,
+            stanzas,
+            notes,
+        }
+    }
+
+    fn packet(n: u8, ts: u64, port: u16) -> Datagram {
+        let keys = Keys::new(
+            Key::from_passphrase("enc"),
+            EncryptionMode::Cbc,
+            Some(HmacKey {
+                key: Key::from_passphrase("mac"),
+                digest: DigestType::Sha256,
+            }),
+        )
+        .unwrap();
+        let m = SpaMessage {
+            random_value: RandomValue::from_digits(&format!("{:016}", u64::from(n) + 1000))
+                .unwrap(),
+            username: "u".into(),
+            timestamp: ts,
+            version: "3.0.0".into(),
+            message_type: MessageType::Access,
+            message: format!("198.18.1.2,tcp/{port}"),
+            nat_access: None,
+            server_auth: None,
+            client_timeout: 0,
+        };
+        let w = encode(&m, &keys, DigestType::Sha256, [n; 8]).unwrap();
+        Datagram {
+            src: "198.18.1.2:5000".parse().unwrap(),
+            dst: "198.18.1.1:62201".parse().unwrap(),
+            payload: w.into_bytes(),
+        }
+    }
+
+    fn daemon(cap: usize) -> (Daemon, Memory) {
+        let mem = Memory::default();
+        let d = Daemon::new(
+            config("SOURCE ANY\nKEY enc\nHMAC_KEY mac\n"),
+            Box::new(mem.clone()),
+            ReplayStore::in_memory(240, cap),
+            false,
+        );
+        (d, mem)
+    }
+
+    fn granted(o: &Outcome) -> bool {
+        matches!(o, Outcome::Granted(_))
+    }
+
+    #[test]
+    fn clock_steps_keep_replay_and_age_checks_right() {
+        let (mut d, _) = daemon(1000);
+        let p = packet(1, T, 22);
+        assert!(granted(&d.handle(&p, T)));
+        // The clock steps back an hour (NTP): the packet is still a replay.
+        assert_eq!(
+            d.handle(&p, T - 3600),
+            Outcome::Refused(Reason::Replay.to_string())
+        );
+        d.tick(T - 3600);
+        assert_eq!(
+            d.handle(&p, T - 3600),
+            Outcome::Refused(Reason::Replay.to_string()),
+            "prune must not forget it"
+        );
+        // A fresh packet stamped before the step is judged against the new clock.
+        assert!(
+            matches!(d.handle(&packet(2, T, 22), T - 3600), Outcome::Refused(r) if r.contains("outside the allowed window"))
+        );
+        // The clock steps forward: old packets are too old, current ones fine.
+        assert!(
+            matches!(d.handle(&packet(3, T, 22), T + 500), Outcome::Refused(r) if r.contains("outside the allowed window"))
+        );
+        assert!(granted(&d.handle(&packet(4, T + 500, 22), T + 500)));
+        // Entries live for twice the window after they were recorded, then go.
+        d.tick(T + 500 + 241);
+        assert!(!d.replay.contains(
+            &postern_proto::Packet::new_checked(&packet(4, T + 500, 22).payload)
+                .unwrap()
+                .replay_key()
+        ));
+    }
+
+    #[test]
+    fn a_full_store_refuses_instead_of_forgetting() {
+        let (mut d, mem) = daemon(2);
+        assert!(granted(&d.handle(&packet(1, T, 22), T)));
+        assert!(granted(&d.handle(&packet(2, T, 23), T)));
+        assert!(
+            matches!(d.handle(&packet(3, T, 24), T), Outcome::Refused(r) if r.contains("replay store is full"))
+        );
+        assert_eq!(mem.record.lock().unwrap().grants.len(), 2);
+        assert_eq!(d.counters.refused["replay_store_full"], 1);
+        // Once entries expire there is room again.
+        d.tick(T + 241);
+        assert!(granted(&d.handle(&packet(5, T + 241, 25), T + 241)));
+    }
+
+    #[test]
+    fn after_a_lost_store_only_packets_stamped_after_start_count() {
+        let (mut d, _) = daemon(1000);
+        d.not_before = Some(T);
+        assert!(
+            matches!(d.handle(&packet(1, T - 10, 22), T), Outcome::Refused(r) if r.contains("stamped before posternd started"))
+        );
+        assert!(granted(&d.handle(&packet(2, T, 22), T)));
+        // After one window the guard is gone (the age check covers the rest).
+        assert!(granted(&d.handle(&packet(3, T + 100, 22), T + 121)));
+    }
+
+    #[test]
+    fn a_refusing_firewall_opens_nothing_and_the_daemon_goes_on() {
+        let (mut d, mem) = daemon(1000);
+        *mem.fail_apply.lock().unwrap() = Some("netlink: table deleted".into());
+        assert!(
+            matches!(d.handle(&packet(1, T, 22), T), Outcome::Refused(r) if r.contains("NOT opened"))
+        );
+        assert_eq!(d.counters.firewall_errors, 1);
+        assert!(
+            d.ledger.active(T).is_empty(),
+            "a failed grant must not be reported open"
+        );
+        assert_eq!(
+            mem.record.lock().unwrap().setups,
+            [false],
+            "the base was reinstalled once"
+        );
+        *mem.fail_apply.lock().unwrap() = None;
+        assert!(granted(&d.handle(&packet(2, T, 22), T)));
+        assert_eq!(d.ledger.active(T).len(), 1);
+    }
 }

@@ -205,6 +205,10 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<ExitCode> {
+    // Keys are read below: no core dump may ever hold them.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        log::warn(&format!("cannot disable core dumps: {e}"));
+    }
     let cli = Cli::parse();
     if let Some(Cmd::Status {
         json,
@@ -328,21 +332,9 @@ fn run_pcap(
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let packets = postern_capture::pcapfile::read(&bytes, Some(config.server.spa_port))
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    let retain = 2 * config.server.max_packet_age;
-    let replay = if test || !config.server.digest_persistence {
-        ReplayStore::in_memory(retain)
-    } else {
-        let (r, warnings) = ReplayStore::open(&config.server.digest_file, now(), retain)
-            .with_context(|| {
-                format!(
-                    "cannot open the replay store {}",
-                    config.server.digest_file.display()
-                )
-            })?;
-        warnings.iter().for_each(|w| log::warn(w));
-        r
-    };
+    let (replay, not_before) = open_replay(&config, test)?;
     let mut d = Daemon::new(config, fw, replay, test);
+    d.not_before = not_before;
     d.setup_firewall().map_err(|e| anyhow!("{e}"))?;
     for (_, dg) in &packets {
         let outcome = d.handle(dg, now());
@@ -357,6 +349,32 @@ fn run_pcap(
     }
     println!("{} packet(s) processed", packets.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The replay store as configured, and, when its file was missing or damaged, the start
+/// time before which packets are refused for one age window (anything captured earlier
+/// could be unknown to the store).
+fn open_replay(config: &Config, test: bool) -> Result<(ReplayStore, Option<u64>)> {
+    let retain = 2 * config.server.max_packet_age;
+    let cap = config.server.max_replay_entries;
+    if test || !config.server.digest_persistence {
+        return Ok((ReplayStore::in_memory(retain, cap), None));
+    }
+    let path = &config.server.digest_file;
+    let start = now();
+    let opened = ReplayStore::open(path, start, retain, cap)
+        .with_context(|| format!("cannot open the replay store {}", path.display()))?;
+    opened.warnings.iter().for_each(|w| log::warn(w));
+    if opened.trusted {
+        return Ok((opened.store, None));
+    }
+    log::warn(&format!(
+        "the replay store {} {}: for the next {} s only packets stamped after this start are accepted",
+        path.display(),
+        if opened.existed { "is damaged" } else { "did not exist (first start?)" },
+        config.server.max_packet_age
+    ));
+    Ok((opened.store, Some(start)))
 }
 
 fn now() -> u64 {
@@ -451,20 +469,7 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
             config.server.interfaces.join(",")
         )
     };
-    let retain = 2 * config.server.max_packet_age;
-    let replay = if cli.test || !config.server.digest_persistence {
-        ReplayStore::in_memory(retain)
-    } else {
-        let (r, warnings) = ReplayStore::open(&config.server.digest_file, now(), retain)
-            .with_context(|| {
-                format!(
-                    "cannot open the replay store {}",
-                    config.server.digest_file.display()
-                )
-            })?;
-        warnings.iter().for_each(|w| log::warn(w));
-        r
-    };
+    let (replay, not_before) = open_replay(&config, cli.test)?;
     let socket = config.server.control_socket.clone();
     control::serve(&socket, tx.clone(), Event::Control)
         .with_context(|| format!("control socket {}", socket.display()))?;
@@ -490,6 +495,7 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
     let verbose = cli.verbose > 0 || config.server.verbose;
     let mut daemon = Daemon::new(config, fw, replay, cli.test);
     daemon.verbose = verbose;
+    daemon.not_before = not_before;
     if let Err(e) = daemon.setup_firewall() {
         let _ = std::fs::remove_file(&socket);
         bail!("cannot install the firewall base: {e}");

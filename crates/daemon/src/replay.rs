@@ -39,6 +39,58 @@ pub struct ReplayStore {
     seen: HashMap<ReplayKey, u64>,
     retain: u64,
     file_lines: usize,
+    cap: usize,
+}
+
+/// A store as opened, with what the loading found.
+#[derive(Debug)]
+pub struct Opened {
+    /// The store.
+    pub store: ReplayStore,
+    /// Lines that could not be read, as messages.
+    pub warnings: Vec<String>,
+    /// False when the file was missing or damaged: packets captured before this start
+    /// could then be unknown to the store.
+    pub trusted: bool,
+    /// Whether the file existed.
+    pub existed: bool,
+}
+
+/// The result of parsing store text.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// Digests still within the retention, with their time.
+    pub seen: HashMap<ReplayKey, u64>,
+    /// Entry lines read.
+    pub lines: usize,
+    /// 1-based numbers of unreadable lines.
+    pub bad_lines: Vec<usize>,
+}
+
+/// Parse store text (fwknopd's `digest.cache` format). Total: never panics.
+pub fn parse(text: &str, now: u64, retain: u64) -> Loaded {
+    let mut out = Loaded::default();
+    for (i, line) in text.lines().enumerate() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        out.lines += 1;
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let key = f.first().and_then(|k| parse_key(k));
+        let time = f.get(6).and_then(|t| t.parse::<u64>().ok());
+        match (key, time, f.len()) {
+            (Some(k), Some(t), 7) => {
+                // An entry from the future (clock stepped back) is kept for a full
+                // retention from now.
+                let t = t.min(now);
+                if t.saturating_add(retain) >= now {
+                    out.seen.insert(k, t);
+                }
+            }
+            _ => out.bad_lines.push(i + 1),
+        }
+    }
+    out
 }
 
 fn parse_key(s: &str) -> Option<ReplayKey> {
@@ -48,75 +100,84 @@ fn parse_key(s: &str) -> Option<ReplayKey> {
 
 impl ReplayStore {
     /// A store that lives in memory only (`ENABLE_DIGEST_PERSISTENCE N`, `--test`).
-    pub fn in_memory(retain: u64) -> ReplayStore {
+    pub fn in_memory(retain: u64, cap: usize) -> ReplayStore {
         ReplayStore {
             path: None,
             file: None,
             seen: HashMap::new(),
             retain,
             file_lines: 0,
+            cap,
         }
     }
 
     /// Open (or create, mode 0600) the store file and load the entries still in the
-    /// window. Returns warnings about lines that could not be read.
-    pub fn open(path: &Path, now: u64, retain: u64) -> io::Result<(ReplayStore, Vec<String>)> {
+    /// window (at most `cap`).
+    pub fn open(path: &Path, now: u64, retain: u64, cap: usize) -> io::Result<Opened> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut warnings = Vec::new();
-        let mut seen = HashMap::new();
-        let mut file_lines = 0;
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                for (i, line) in text.lines().enumerate() {
-                    if line.starts_with('#') || line.trim().is_empty() {
-                        continue;
-                    }
-                    file_lines += 1;
-                    let f: Vec<&str> = line.split_whitespace().collect();
-                    let key = f.first().and_then(|k| parse_key(k));
-                    let time = f.get(6).and_then(|t| t.parse::<u64>().ok());
-                    match (key, time) {
-                        (Some(k), Some(t)) => {
-                            if t + retain >= now {
-                                seen.insert(k, t);
-                            }
-                        }
-                        (Some(k), None) => {
-                            // An entry without a time: keep it for a full window from now.
-                            seen.insert(k, now);
-                        }
-                        _ => warnings.push(format!(
-                            "{}:{}: unreadable replay entry skipped",
-                            path.display(),
-                            i + 1
-                        )),
-                    }
-                }
+        let (loaded, existed) = match std::fs::read_to_string(path) {
+            Ok(text) => (parse(&text, now, retain), true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (Loaded::default(), false),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                // Not even text: treat every line as unreadable.
+                (
+                    Loaded {
+                        bad_lines: vec![0],
+                        ..Loaded::default()
+                    },
+                    true,
+                )
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
-        }
+        };
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(path)?;
-        if file.metadata()?.len() == 0 {
+        let len = file.metadata()?.len();
+        if len == 0 {
             writeln!(file, "{HEADER}")?;
             file.sync_data()?;
+        } else if !std::fs::read(path)?.ends_with(b"\n") {
+            // A line cut short by a crash: never glue the next entry onto it.
+            writeln!(file)?;
+            file.sync_data()?;
         }
-        Ok((
-            ReplayStore {
-                path: Some(path.to_owned()),
-                file: Some(file),
-                seen,
-                retain,
-                file_lines,
-            },
+        let warnings = loaded
+            .bad_lines
+            .iter()
+            .map(|n| format!("{}:{n}: unreadable replay entry skipped", path.display()))
+            .collect();
+        let trusted = existed && loaded.bad_lines.is_empty();
+        let mut seen = loaded.seen;
+        if seen.len() > cap {
+            let mut v: Vec<(ReplayKey, u64)> = seen.into_iter().collect();
+            v.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+            v.truncate(cap);
+            seen = v.into_iter().collect();
+        }
+        let store = ReplayStore {
+            path: Some(path.to_owned()),
+            file: Some(file),
+            seen,
+            retain,
+            file_lines: loaded.lines,
+            cap,
+        };
+        Ok(Opened {
+            store,
             warnings,
-        ))
+            trusted,
+            existed,
+        })
+    }
+
+    /// Whether the store is full (new packets must then be refused, not forgotten).
+    pub fn is_full(&self) -> bool {
+        self.seen.len() >= self.cap
     }
 
     /// Whether this packet was seen.
@@ -157,7 +218,8 @@ impl ReplayStore {
     /// lines are stale.
     pub fn prune(&mut self, now: u64) -> io::Result<()> {
         let retain = self.retain;
-        self.seen.retain(|_, t| *t + retain >= now);
+        // A time ahead of now (the clock stepped back) is kept: fail closed.
+        self.seen.retain(|_, t| t.saturating_add(retain) >= now);
         if self.file_lines > 1024 && self.file_lines > 2 * self.seen.len() {
             self.rewrite()?;
         }
@@ -214,8 +276,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("posternd-replay-{}", std::process::id()));
         let path = dir.join("digest.cache");
         let _ = std::fs::remove_dir_all(&dir);
-        let (mut s, w) = ReplayStore::open(&path, 1000, 240).unwrap();
-        assert!(w.is_empty());
+        let o = ReplayStore::open(&path, 1000, 240, 100_000).unwrap();
+        assert!(o.warnings.is_empty());
+        assert!(!o.trusted, "a missing store is not trusted");
+        let mut s = o.store;
         s.record(key(1), meta(), 1000).unwrap();
         s.record(key(2), meta(), 1200).unwrap();
         drop(s);
@@ -223,9 +287,10 @@ mod tests {
         assert!(text.starts_with(HEADER));
         assert!(text.contains(" 17 198.18.1.2 4000 0.0.0.0 62201 1000\n"));
         // Reopen: both still known within the window; the first one is gone after it.
-        let (s, _) = ReplayStore::open(&path, 1100, 240).unwrap();
-        assert!(s.contains(&key(1)) && s.contains(&key(2)));
-        let (mut s, _) = ReplayStore::open(&path, 1300, 240).unwrap();
+        let o = ReplayStore::open(&path, 1100, 240, 100_000).unwrap();
+        assert!(o.trusted);
+        assert!(o.store.contains(&key(1)) && o.store.contains(&key(2)));
+        let mut s = ReplayStore::open(&path, 1300, 240, 100_000).unwrap().store;
         assert!(!s.contains(&key(1)) && s.contains(&key(2)));
         // Compaction keeps the live entries only.
         for i in 0..2000u32 {
@@ -243,6 +308,22 @@ mod tests {
     }
 
     #[test]
+    fn parse_is_total_and_bounded() {
+        assert_eq!(parse("x y z\n\u{0}\n", 10, 10).bad_lines, [1, 2]);
+        let huge = format!("{} 17 a b c d 18446744073709551615\n", key(1));
+        assert_eq!(
+            parse(&huge, 10, 10).seen.len(),
+            1,
+            "future time kept, no overflow"
+        );
+        let mut s = ReplayStore::in_memory(10, 2);
+        s.record(key(1), meta(), 1).unwrap();
+        assert!(!s.is_full());
+        s.record(key(2), meta(), 1).unwrap();
+        assert!(s.is_full());
+    }
+
+    #[test]
     fn reads_fwknop_caches_and_skips_garbage() {
         let dir = std::env::temp_dir().join(format!("posternd-replay-fw-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -252,9 +333,18 @@ mod tests {
             format!("{HEADER}\nS2BwL9d1X765do6253L2MjXZ1I6PjcS145m26ijgHSw 17 127.0.0.1 39174 0.0.0.0 62201 1795745890\nnot a line\n"),
         )
         .unwrap();
-        let (s, w) = ReplayStore::open(&path, 1_795_745_900, 240).unwrap();
-        assert_eq!(s.len(), 1);
-        assert_eq!(w.len(), 1);
+        let o = ReplayStore::open(&path, 1_795_745_900, 240, 100_000).unwrap();
+        assert_eq!(o.store.len(), 1);
+        assert_eq!(o.warnings.len(), 1);
+        assert!(!o.trusted, "a damaged store is not trusted");
+        // A line cut short by a crash is terminated before the next append.
+        std::fs::write(&path, format!("{HEADER}\nS2BwL9d1X765do6253L2MjXZ1I6PjcS1")).unwrap();
+        let mut o = ReplayStore::open(&path, 1_795_745_900, 240, 100_000).unwrap();
+        assert!(!o.trusted);
+        o.store.record(key(3), meta(), 1_795_745_900).unwrap();
+        let reread = parse(&std::fs::read_to_string(&path).unwrap(), 1_795_745_900, 240);
+        assert_eq!(reread.seen.len(), 1);
+        assert_eq!(reread.bad_lines, [2]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

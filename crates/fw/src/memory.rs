@@ -20,8 +20,8 @@ pub struct Record {
 pub struct Memory {
     /// Shared record, so a test can look while the daemon owns the backend.
     pub record: Arc<Mutex<Record>>,
-    /// Refuse every apply with this message.
-    pub fail_apply: Option<String>,
+    /// While set, refuse every apply with this message.
+    pub fail_apply: Arc<Mutex<Option<String>>>,
 }
 
 impl Firewall for Memory {
@@ -35,8 +35,13 @@ impl Firewall for Memory {
     }
 
     fn apply(&mut self, grants: &[Grant]) -> Result<(), Error> {
-        if let Some(m) = &self.fail_apply {
-            return Err(Error::Refused(m.clone()));
+        if let Some(m) = self
+            .fail_apply
+            .lock()
+            .map_err(|_| Error::Refused("poisoned".into()))?
+            .clone()
+        {
+            return Err(Error::Refused(m));
         }
         self.record
             .lock()

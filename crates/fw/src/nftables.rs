@@ -326,14 +326,21 @@ impl Nftables {
         let mut child = cmd
             .spawn()
             .map_err(|e| Error::Spawn(format!("{}: {e}", self.cfg.nft.display())))?;
-        if let (Some(text), Some(mut stdin)) = (script, child.stdin.take()) {
-            stdin
-                .write_all(text.as_bytes())
-                .map_err(|e| Error::Spawn(e.to_string()))?;
-        }
+        // A tool that exits without reading its input makes this write fail (EPIPE);
+        // its exit status and message then say more than the write error.
+        let written = match (script, child.stdin.take()) {
+            (Some(text), Some(mut stdin)) => stdin.write_all(text.as_bytes()),
+            _ => Ok(()),
+        };
         let out = child
             .wait_with_output()
             .map_err(|e| Error::Spawn(e.to_string()))?;
+        if let (Err(e), true) = (&written, out.status.success()) {
+            return Err(Error::Spawn(format!(
+                "cannot write to {}: {e}",
+                self.cfg.nft.display()
+            )));
+        }
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             let first: Vec<&str> = err

@@ -614,10 +614,19 @@ const MAX_INCLUDE_DEPTH: usize = 3;
 
 fn load_depth(file: &Path, depth: usize) -> Result<Vec<Stanza>, ConfigError> {
     let text = read(file)?;
-    let ls = lines(&text);
-    if ls.iter().any(|l| KEY_DIRECTIVES.contains(&l.name.as_str())) {
+    if lines(&text)
+        .iter()
+        .any(|l| KEY_DIRECTIVES.contains(&l.name.as_str()))
+    {
         check_mode(file)?;
     }
+    parse_text(&text, file, depth)
+}
+
+/// Parse access.conf text as if read from `file` (includes are resolved relative to
+/// it and read from disk). Total: any text gives stanzas or an error.
+pub fn parse_text(text: &str, file: &Path, depth: usize) -> Result<Vec<Stanza>, ConfigError> {
+    let ls = lines(text);
     let mut out = Vec::new();
     let mut draft: Option<Draft> = None;
     for l in ls {

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub nft_exe: PathBuf,
     /// `CMD_EXEC_TIMEOUT`, seconds.
     pub cmd_exec_timeout: u64,
+    /// `MAX_REPLAY_ENTRIES`: cap of the replay store; when full, new packets are refused.
+    pub max_replay_entries: usize,
     /// `VERBOSE`.
     pub verbose: bool,
 }
@@ -190,6 +192,7 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
         nft_default_drop: false,
         nft_exe: PathBuf::from("nft"),
         cmd_exec_timeout: 5,
+        max_replay_entries: 100_000,
         verbose: false,
     };
     let mut set: HashMap<&'static str, String> = HashMap::new();
@@ -276,6 +279,9 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
             "NFT_DEFAULT_DROP" => c.nft_default_drop = boolean(file, &l)?,
             "NFT_EXE" => c.nft_exe = PathBuf::from(&l.value),
             "CMD_EXEC_TIMEOUT" => c.cmd_exec_timeout = number(file, &l, 1, 3600)?,
+            "MAX_REPLAY_ENTRIES" => {
+                c.max_replay_entries = number(file, &l, 100, 100_000_000)? as usize
+            }
             "VERBOSE" => {
                 c.verbose = l
                     .value
@@ -451,6 +457,10 @@ impl ServerConfig {
         s.push_str(&format!(
             "{:<28}{}\n",
             "CMD_EXEC_TIMEOUT", self.cmd_exec_timeout
+        ));
+        s.push_str(&format!(
+            "{:<28}{}\n",
+            "MAX_REPLAY_ENTRIES", self.max_replay_entries
         ));
         s
     }

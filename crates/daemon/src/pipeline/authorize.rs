@@ -22,6 +22,9 @@ pub struct Clock {
     pub aging: bool,
     /// Maximum |now - timestamp|.
     pub max_age: u64,
+    /// Refuse packets stamped before this (set for one age window after a start whose
+    /// replay store was missing or damaged).
+    pub not_before: Option<u64>,
 }
 
 /// Why a packet opened nothing.
@@ -40,6 +43,8 @@ pub enum Reason {
     Crypto(postern_proto::Error),
     /// Timestamp outside the age window (seconds off).
     TooOld(i64),
+    /// Stamped before posternd started with a missing or damaged replay store.
+    BeforeStart,
     /// Allow address 0.0.0.0 with REQUIRE_SOURCE_ADDRESS.
     SourceAddressRequired,
     /// Username differs from REQUIRE_USERNAME.
@@ -65,6 +70,7 @@ impl Reason {
             Reason::Crypto(postern_proto::Error::HmacMismatch) => "hmac",
             Reason::Crypto(_) => "decrypt",
             Reason::TooOld(_) => "age",
+            Reason::BeforeStart => "before_start",
             Reason::SourceAddressRequired => "require_source_address",
             Reason::Username => "username",
             Reason::NatUnsupported => "nat",
@@ -96,6 +102,9 @@ impl fmt::Display for Reason {
             Reason::StanzaExpired => f.write_str("stanza expired"),
             Reason::Crypto(e) => write!(f, "{e}"),
             Reason::TooOld(d) => write!(f, "packet age {d}s is outside the allowed window"),
+            Reason::BeforeStart => f.write_str(
+                "packet stamped before posternd started, and the replay store was missing or damaged at start",
+            ),
             Reason::SourceAddressRequired => {
                 f.write_str("allow address 0.0.0.0 refused (REQUIRE_SOURCE_ADDRESS)")
             }
@@ -206,10 +215,13 @@ fn check_stanza(
     let user = Some(m.username.clone());
     let fail = |r: Reason| (r, user.clone());
     if clock.aging {
-        let age = clock.now as i64 - m.timestamp as i64;
-        if age.unsigned_abs() > clock.max_age {
-            return Err(fail(Reason::TooOld(age)));
+        let age = i128::from(clock.now) - i128::from(m.timestamp);
+        if age.unsigned_abs() > u128::from(clock.max_age) {
+            return Err(fail(Reason::TooOld(i64::try_from(age).unwrap_or(i64::MAX))));
         }
+    }
+    if clock.not_before.is_some_and(|t| m.timestamp < t) {
+        return Err(fail(Reason::BeforeStart));
     }
     let request = m.request().map_err(|e| fail(Reason::Crypto(e)))?;
     let (allow, ports, command) = match request {

@@ -5,6 +5,7 @@
 mod commands;
 mod config_errors;
 mod cycle;
+mod faults;
 mod lab;
 mod layouts;
 mod offline;

@@ -1,0 +1,203 @@
+//! Faults fail closed, injected for real: the firewall refusing changes (a failing nft,
+//! the table deleted under posternd), a full filesystem under the replay store, a
+//! damaged replay store at start. Nothing opens that should not, and posternd goes on.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::lab::{keys, ready, strs, Lab, C1, SRV};
+
+const SHORT: Duration = Duration::from_millis(600);
+
+fn knock(lab: &Lab, port: u16, extra: &[&str]) -> String {
+    let k = keys("enc-1", "hmac-1");
+    let mut a = strs(&k);
+    let p = format!("tcp/{port}");
+    a.extend(["-A", p.as_str(), "-a", C1, "-D", SRV]);
+    a.extend(extra);
+    lab.fwknop(&lab.c1, &a)
+}
+
+#[test]
+fn firewall_failures_open_nothing_and_are_repaired() {
+    if !ready("firewall_failures_open_nothing_and_are_repaired") {
+        return;
+    }
+    let mut lab = Lab::new(&[22, 23, 24]);
+    let flag = lab.path("nft-fails");
+    let wrapper = lab.path("nft-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nif [ -e {} ]; then echo 'Error: simulated netlink failure' >&2; exit 1; fi\nexec nft \"$@\"\n", flag.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    lab.configure(
+        &format!("NFT_DEFAULT_DROP Y\nNFT_EXE {}\n", wrapper.display()),
+        "SOURCE ANY\nKEY enc-1\nHMAC_KEY hmac-1\n",
+    );
+    lab.start(&[]);
+    std::fs::write(&flag, "").unwrap();
+    knock(&lab, 22, &[]);
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(!lab.c1.can_connect(SRV, 22, SHORT));
+    let st = lab.status();
+    assert_eq!(st["firewall_errors"], 1, "{st}");
+    assert_eq!(
+        st["active"].as_array().unwrap().len(),
+        0,
+        "a refused grant must not be reported open"
+    );
+    assert!(
+        lab.log().contains("NOT opened") && lab.log().contains("simulated netlink failure"),
+        "{}",
+        lab.log()
+    );
+    std::fs::remove_file(&flag).unwrap();
+    knock(&lab, 22, &[]);
+    assert!(
+        lab.c1.wait_open(SRV, 22, Duration::from_secs(5)),
+        "posternd stopped serving after a failure\n{}",
+        lab.log()
+    );
+    // The table deleted under posternd: the next grant reinstalls the base first.
+    let mut c = lab.srv.cmd("nft");
+    c.args(["delete", "table", "inet", "postern"]);
+    postern_testkit::sh(&mut c);
+    knock(&lab, 23, &[]);
+    assert!(
+        lab.c1.wait_open(SRV, 23, Duration::from_secs(5)),
+        "not repaired\n{}",
+        lab.log()
+    );
+    assert!(
+        lab.ruleset().contains("policy drop"),
+        "the default-drop policy must be back"
+    );
+    assert!(
+        !lab.c1.can_connect(SRV, 24, SHORT),
+        "repair must not open anything else"
+    );
+    lab.stop();
+}
+
+/// A small tmpfs mounted in the test's own directory, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: std::path::PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "cannot mount a tmpfs");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_disk_refuses_grants_and_damaged_store_limits_old_packets() {
+    if !ready("full_disk_refuses_grants_and_damaged_store_limits_old_packets") {
+        return;
+    }
+    let mut lab = Lab::new(&[22, 23, 24, 25]);
+    let fs = Tmpfs::mount(lab.path("store"), "64k");
+    let digest = fs.0.join("digest.cache");
+    lab.configure(
+        &format!("NFT_DEFAULT_DROP Y\nDIGEST_FILE {}\n", digest.display()),
+        "SOURCE ANY\nKEY enc-1\nHMAC_KEY hmac-1\n",
+    );
+    lab.start(&[]);
+    knock(&lab, 22, &[]);
+    assert!(
+        lab.c1.wait_open(SRV, 22, Duration::from_secs(5)),
+        "{}",
+        lab.log()
+    );
+    // Fill the filesystem: a grant whose digest cannot be stored is not issued. (The
+    // store is first padded to a page boundary, so the next line needs a new page.)
+    let size = std::fs::metadata(&digest).unwrap().len() as usize;
+    let mut pad = 4096 - size % 4096;
+    if pad < 2 {
+        pad += 4096;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&digest)
+        .unwrap();
+    std::io::Write::write_all(&mut f, format!("#{}\n", "#".repeat(pad - 2)).as_bytes()).unwrap();
+    drop(f);
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", "count=100"])
+        .arg(format!("of={}", fs.0.join("fill").display()))
+        .output();
+    knock(&lab, 23, &[]);
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        !lab.c1.can_connect(SRV, 23, SHORT),
+        "opened without storing the digest"
+    );
+    assert_eq!(lab.status()["refused"]["replay_store"], 1);
+    assert!(
+        lab.log().contains("cannot record the replay digest"),
+        "{}",
+        lab.log()
+    );
+    std::fs::remove_file(fs.0.join("fill")).unwrap();
+    knock(&lab, 23, &[]);
+    assert!(
+        lab.c1.wait_open(SRV, 23, Duration::from_secs(5)),
+        "did not recover once space was back\n{}",
+        lab.log()
+    );
+    lab.stop();
+
+    // A damaged store at start: posternd starts, says so, and for one window accepts
+    // only packets stamped after its start.
+    let captured_earlier = knock(&lab, 24, &["--test", "--time-offset-minus", "30"]);
+    std::fs::write(
+        &digest,
+        "# <digest> ...\n\u{1}\u{2}garbage that is not a digest line\n",
+    )
+    .unwrap();
+    lab.start(&[]);
+    assert!(
+        lab.log()
+            .contains("is damaged: for the next 120 s only packets stamped after this start"),
+        "{}",
+        lab.log()
+    );
+    lab.send_raw(&lab.c1, SRV, &[&captured_earlier]);
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        !lab.c1.can_connect(SRV, 24, SHORT),
+        "a packet stamped before the start was accepted"
+    );
+    assert_eq!(lab.status()["refused"]["before_start"], 1);
+    knock(&lab, 25, &["--time-offset-plus", "1"]);
+    assert!(
+        lab.c1.wait_open(SRV, 25, Duration::from_secs(5)),
+        "{}",
+        lab.log()
+    );
+    lab.stop();
+    drop(fs);
+}
