@@ -19,10 +19,14 @@ cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+say "cargo deny check licenses bans sources"
+command -v cargo-deny >/dev/null || cargo install cargo-deny --locked
+cargo deny --all-features check licenses bans sources
+
 say "cargo test"
 cargo test --workspace --locked
 
-FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
     say "fuzz smoke run (${FUZZ_SECONDS}s per target)"
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

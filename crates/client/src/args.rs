@@ -73,24 +73,24 @@ pub fn split(line: &str) -> Result<Vec<String>, Fail> {
 /// Save `args` (without the program name).
 pub fn save(path: &Path, args: &[String]) -> Result<(), Fail> {
     let line: Vec<String> = args.iter().map(|a| quote(a)).collect();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| {
-            Fail(format!(
-                "cannot save the arguments to '{}': {e} (use --no-save-args)",
-                path.display()
-            ))
-        })?;
-    writeln!(f, "{}", line.join(" ")).map_err(|e| {
+    write_private(path, &format!("{}\n", line.join(" ")), false).map_err(|e| {
         Fail(format!(
-            "cannot save the arguments to '{}': {e}",
+            "cannot save the arguments to '{}': {e} (use --no-save-args)",
             path.display()
         ))
     })
+}
+
+/// Write (or append) `text` to a file created readable by its owner only (0600).
+pub fn write_private(path: &Path, text: &str, append: bool) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
 }
 
 /// Load the saved arguments.

@@ -1,8 +1,6 @@
 //! `--key-gen` / `postern keygen`: a random Rijndael key and HMAC key, printed as
 //! fwknop prints them (`KEY_BASE64: ...`, `HMAC_KEY_BASE64: ...`), from the OS CSPRNG.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use postern_proto::{wire, DigestType, Key};
@@ -58,19 +56,7 @@ pub fn generate(
 
 /// Write the keys to a new file readable by its owner only.
 pub fn write_file(path: &Path, text: &str) -> Result<(), Fail> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| {
-            Fail(format!(
-                "-K/--key-gen-file: cannot write '{}': {e}",
-                path.display()
-            ))
-        })?;
-    writeln!(f, "{text}").map_err(|e| {
+    crate::args::write_private(path, &format!("{text}\n"), false).map_err(|e| {
         Fail(format!(
             "-K/--key-gen-file: cannot write '{}': {e}",
             path.display()

@@ -1,9 +1,9 @@
 //! Carry out a [`Plan`]: get the keys, find the allow address, build and seal the
 //! message, then print it (`-T`), save it (`-B`) and send it.
 
-use std::io::{BufRead as _, Write as _};
+use std::io::BufRead as _;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -337,20 +337,7 @@ pub fn dump(m: &SpaMessage, keys: &Keys, digest: DigestType, sealed: &Sealed) ->
 }
 
 fn save_packet(path: &Path, wire: &str, append: bool) -> Result<(), Fail> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(append)
-        .truncate(!append)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| {
-            Fail(format!(
-                "-B/--save-packet: cannot write '{}': {e}",
-                path.display()
-            ))
-        })?;
-    writeln!(f, "{wire}").map_err(|e| {
+    crate::args::write_private(path, &format!("{wire}\n"), append).map_err(|e| {
         Fail(format!(
             "-B/--save-packet: cannot write '{}': {e}",
             path.display()

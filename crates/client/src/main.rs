@@ -9,17 +9,6 @@
 
 #![forbid(unsafe_code)]
 
-mod args;
-mod cli;
-mod decode;
-mod keygen;
-mod knock;
-mod plan;
-mod rc;
-mod resolve;
-mod send;
-mod settings;
-
 use std::io::{IsTerminal as _, Write as _};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::PathBuf;
@@ -28,9 +17,10 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::Parser as _;
 
-use crate::cli::{Cli, Command, KnockArgs};
-use crate::plan::{Fail, Plan};
-use crate::settings::Settings;
+use postern::cli::{Cli, Command, KnockArgs};
+use postern::plan::{Fail, Plan};
+use postern::settings::Settings;
+use postern::{args, decode, keygen, knock, rc, settings};
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
@@ -70,21 +60,32 @@ fn run(argv: &[String]) -> Result<String, Fail> {
     let cli = parse(argv)?;
     match cli.command {
         Some(Command::Decode(d)) => decode::run(&d).map_err(|e| Fail(e.to_string())),
-        Some(Command::Keygen(k)) => {
-            let digest = k
-                .hmac_digest_type
-                .as_deref()
-                .map(str::parse)
-                .transpose()
-                .map_err(|e| Fail(format!("--hmac-digest-type: {e}")))?
-                .unwrap_or(postern_proto::DigestType::Sha256);
-            let text = keygen::generate(k.key_len, k.hmac_key_len, digest)?;
-            match k.key_gen_file {
-                Some(path) => keygen::write_file(&path, &text).map(|()| String::new()),
-                None => Ok(text.to_string()),
-            }
-        }
+        Some(Command::Keygen(k)) => keygen_command(
+            k.key_len,
+            k.hmac_key_len,
+            k.hmac_digest_type.as_deref(),
+            k.key_gen_file.as_deref(),
+        ),
         None => knock_command(cli.knock, argv),
+    }
+}
+
+/// `--key-gen` and `postern keygen`: print the keys, or write them to a 0600 file.
+fn keygen_command(
+    key_len: Option<usize>,
+    hmac_key_len: Option<usize>,
+    hmac_digest_type: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<String, Fail> {
+    let digest = hmac_digest_type
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| Fail(format!("--hmac-digest-type: {e}")))?
+        .unwrap_or(postern_proto::DigestType::Sha256);
+    let text = keygen::generate(key_len, hmac_key_len, digest)?;
+    match file {
+        Some(path) => keygen::write_file(path, &text).map(|()| String::new()),
+        None => Ok(text.to_string()),
     }
 }
 
@@ -257,22 +258,12 @@ fn knock_command(mut a: KnockArgs, argv: &[String]) -> Result<String, Fail> {
         to_save = full[1..].to_vec();
     }
     if a.key_gen || a.key_gen_file.is_some() {
-        let digest = a
-            .hmac_digest_type
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(|e| Fail(format!("--hmac-digest-type: {e}")))?
-            .unwrap_or(postern_proto::DigestType::Sha256);
-        let text = keygen::generate(
+        return keygen_command(
             number("--key-len", &a.key_len)?,
             number("--hmac-key-len", &a.hmac_key_len)?,
-            digest,
-        )?;
-        return match &a.key_gen_file {
-            Some(path) => keygen::write_file(path, &text).map(|()| String::new()),
-            None => Ok(text.to_string()),
-        };
+            a.hmac_digest_type.as_deref(),
+            a.key_gen_file.as_deref(),
+        );
     }
 
     let rc_path = match &a.rc_file {

@@ -183,6 +183,16 @@ impl Daemon {
         self.act(decision, src, now)
     }
 
+    /// User, group and timeout for the commands of stanza `i`.
+    fn exec_identity(&self, i: Option<usize>) -> (Option<String>, Option<String>, Duration) {
+        let s = i.and_then(|i| self.config.stanzas.get(i));
+        (
+            s.and_then(|s| s.cmd_exec_user.clone()),
+            s.and_then(|s| s.cmd_exec_group.clone()),
+            Duration::from_secs(self.config.server.cmd_exec_timeout),
+        )
+    }
+
     fn stanza_name(&self, i: Option<usize>) -> String {
         i.and_then(|i| self.config.stanzas.get(i))
             .map_or_else(|| "-".into(), |s| s.name())
@@ -269,12 +279,7 @@ impl Daemon {
                     ));
                     return Outcome::WouldAct(c.command);
                 }
-                let s = decision
-                    .stanza
-                    .and_then(|i| self.config.stanzas.get(i))
-                    .cloned();
-                let (user, group) = s.map_or((None, None), |s| (s.cmd_exec_user, s.cmd_exec_group));
-                let timeout = Duration::from_secs(self.config.server.cmd_exec_timeout);
+                let (user, group, timeout) = self.exec_identity(decision.stanza);
                 self.counters.commands += 1;
                 log::info(&format!(
                     "{who}: running command for {} as {}",
@@ -292,12 +297,7 @@ impl Daemon {
                     ));
                     return Outcome::WouldAct(cy.open.join("; "));
                 }
-                let s = decision
-                    .stanza
-                    .and_then(|i| self.config.stanzas.get(i))
-                    .cloned();
-                let (user, group) = s.map_or((None, None), |s| (s.cmd_exec_user, s.cmd_exec_group));
-                let timeout = Duration::from_secs(self.config.server.cmd_exec_timeout);
+                let (user, group, timeout) = self.exec_identity(decision.stanza);
                 for cmd in &cy.open {
                     spawn_command(
                         cmd.clone(),
@@ -340,15 +340,9 @@ impl Daemon {
     }
 
     fn run_closes(&mut self, now: u64, all: bool) {
-        let timeout = Duration::from_secs(self.config.server.cmd_exec_timeout);
         for (cmd, stanza) in self.ledger.due_closes(now, all) {
-            let s = self
-                .config
-                .stanzas
-                .iter()
-                .find(|s| s.name() == stanza)
-                .cloned();
-            let (user, group) = s.map_or((None, None), |s| (s.cmd_exec_user, s.cmd_exec_group));
+            let i = self.config.stanzas.iter().position(|s| s.name() == stanza);
+            let (user, group, timeout) = self.exec_identity(i);
             let r = apply::run_command(&cmd, user.as_deref(), group.as_deref(), timeout);
             log::info(&format!("stanza {stanza}: cycle close command: {r:?}"));
         }

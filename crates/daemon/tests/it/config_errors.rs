@@ -14,11 +14,7 @@ fn config_errors_change_nothing() {
         return;
     }
     let mut lab = Lab::new(&[22]);
-    let mut c = lab.srv.cmd("nft");
-    c.args(["-f", "-"]).stdin(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), ADMIN_TABLE.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    lab.nft_load(ADMIN_TABLE);
     let before = lab.ruleset();
     let good_server = "NFT_DEFAULT_DROP Y\n";
     let good_access = "SOURCE ANY\nKEY enc-1\nHMAC_KEY hmac-1\n";

@@ -178,6 +178,15 @@ impl Lab {
             .join("\n")
     }
 
+    /// Load an nft script in the server namespace (the admin's own rules).
+    pub fn nft_load(&self, script: &str) {
+        let mut c = self.srv.cmd("nft");
+        c.args(["-f", "-"]).stdin(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "nft rejected: {script}");
+    }
+
     pub fn ruleset(&self) -> String {
         String::from_utf8(
             self.srv

@@ -101,11 +101,7 @@ fn existing_table_layout_is_left_as_found() {
         return;
     }
     let mut lab = Lab::new(&[22]);
-    let mut c = lab.srv.cmd("nft");
-    c.args(["-f", "-"]).stdin(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), ADMIN.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    lab.nft_load(ADMIN);
     let before = lab.ruleset();
     assert!(
         !lab.c1.can_connect(SRV, 22, Duration::from_millis(500)),

@@ -87,17 +87,4 @@ pub fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// Whether an external tool may be skipped: outside CI a missing tool skips the test
-/// with a printed reason; under CI=true it is a failure.
-pub fn have_tool(name: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{name} is required under CI=true but is not installed");
-        }
-        eprintln!("SKIP: {name} not installed (install Debian's fwknop-client to run this test)");
-    }
-    found
-}
+pub use postern_testkit::have_tool;
