@@ -16,7 +16,6 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 #[command(
     name = "postern",
     version,
-    about,
     args_conflicts_with_subcommands = true,
     args_override_self = true,
     disable_help_subcommand = true
@@ -39,6 +38,33 @@ pub enum Command {
     Decode(DecodeArgs),
     /// Generate a Rijndael key and an HMAC key (same as --key-gen).
     Keygen(KeygenArgs),
+    /// Print the man page (`man`) or shell completions (`bash`, `zsh`, `fish`).
+    #[command(hide = true)]
+    Generate {
+        /// What to print.
+        #[arg(value_parser = ["man", "bash", "zsh", "fish"])]
+        what: String,
+    },
+}
+
+/// The man page or a completion script, generated from these definitions.
+pub fn generate(what: &str) -> Vec<u8> {
+    use clap::CommandFactory as _;
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    let shell = match what {
+        "bash" => Some(clap_complete::Shell::Bash),
+        "zsh" => Some(clap_complete::Shell::Zsh),
+        "fish" => Some(clap_complete::Shell::Fish),
+        _ => None,
+    };
+    match shell {
+        Some(sh) => clap_complete::generate(sh, &mut cmd, "postern", &mut out),
+        None => {
+            let _ = clap_mangen::Man::new(cmd).render(&mut out);
+        }
+    }
+    out
 }
 
 /// Flags of `postern keygen`.

@@ -60,6 +60,13 @@ fn run(argv: &[String]) -> Result<String, Fail> {
     let cli = parse(argv)?;
     match cli.command {
         Some(Command::Decode(d)) => decode::run(&d).map_err(|e| Fail(e.to_string())),
+        Some(Command::Generate { what }) => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&postern::cli::generate(&what))
+                .map_err(|e| Fail(format!("cannot write: {e}")))?;
+            Ok(String::new())
+        }
         Some(Command::Keygen(k)) => keygen_command(
             k.key_len,
             k.hmac_key_len,

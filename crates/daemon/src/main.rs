@@ -96,6 +96,9 @@ struct Cli {
     /// Internal: log to syslog (set when posternd detaches itself).
     #[arg(long = "syslog-internal", hide = true)]
     syslog_internal: bool,
+    /// Print the man page and exit.
+    #[arg(long = "generate-man", hide = true)]
+    generate_man: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +213,15 @@ fn run() -> Result<ExitCode> {
         log::warn(&format!("cannot disable core dumps: {e}"));
     }
     let cli = Cli::parse();
+    if cli.generate_man {
+        use clap::CommandFactory as _;
+        let mut out = Vec::new();
+        clap_mangen::Man::new(Cli::command())
+            .section("8")
+            .render(&mut out)?;
+        std::io::Write::write_all(&mut std::io::stdout(), &out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(Cmd::Status {
         json,
         config_file,
@@ -437,7 +449,10 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
             loop {
                 match udp.recv(&mut buf) {
                     Ok(d) => forward(&tx, &dropped, d),
-                    Err(e) => log::error(&format!("UDP intake: {e}")),
+                    Err(e) => {
+                        log::error(&format!("UDP intake: {e}"));
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
                 }
             }
         });

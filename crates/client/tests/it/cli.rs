@@ -752,3 +752,47 @@ sys.exit(os.waitstatus_to_exitcode(status))
         "198.18.0.2,tcp/22"
     );
 }
+
+/// The committed man pages and completions are generated from the flag definitions and
+/// must match what the binaries generate now.
+#[test]
+fn committed_man_pages_and_completions_are_current() {
+    let home = TempDir::new("cli-gen");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let check = |generated: Vec<u8>, file: &str| {
+        let committed = std::fs::read(root.join(file)).unwrap();
+        assert!(
+            generated == committed,
+            "{file} is out of date: regenerate it (see README, 'Man pages')"
+        );
+    };
+    check(
+        postern(&home)
+            .args(["generate", "man"])
+            .output()
+            .unwrap()
+            .stdout,
+        "doc/man/postern.1",
+    );
+    for sh in ["bash", "zsh", "fish"] {
+        check(
+            postern(&home)
+                .args(["generate", sh])
+                .output()
+                .unwrap()
+                .stdout,
+            &format!("dist/completions/postern.{sh}"),
+        );
+    }
+    let posternd = std::path::Path::new(env!("CARGO_BIN_EXE_postern")).with_file_name("posternd");
+    if posternd.exists() {
+        check(
+            Command::new(posternd)
+                .arg("--generate-man")
+                .output()
+                .unwrap()
+                .stdout,
+            "doc/man/posternd.8",
+        );
+    }
+}
