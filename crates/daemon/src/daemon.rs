@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use postern_capture::Datagram;
 use postern_fw::Firewall;
+use postern_proto::ReplayKey;
 
 use crate::config::Config;
 use crate::log;
@@ -32,6 +33,57 @@ pub struct Counters {
     pub firewall_errors: u64,
     /// Datagrams lost before examination (full queue, socket drops).
     pub dropped: u64,
+}
+
+/// A packet that decrypted, with what the unprivileged half decided about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// Its replay key.
+    pub key: ReplayKey,
+    /// Where it came from and went to.
+    pub meta: Meta,
+    /// The decision.
+    pub decision: Decision,
+}
+
+/// Result of [`Daemon::decide`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Finished (junk, replay, nothing decrypted).
+    Done(Outcome),
+    /// Decrypted: the privileged half must record and act.
+    Decided(Box<Decided>),
+}
+
+/// The static counter label for a stage or refusal name reported by the worker.
+pub fn junk_label(k: &str) -> &'static str {
+    const KNOWN: [&str; 13] = [
+        "size",
+        "prefix",
+        "base64",
+        "classify",
+        "hmac",
+        "decrypt",
+        "digest",
+        "fields",
+        "config",
+        "encode",
+        "replay",
+        "replay_store",
+        "replay_store_full",
+    ];
+    KNOWN.into_iter().find(|x| *x == k).unwrap_or("other")
+}
+
+/// The unprivileged worker, as the privileged part knows it.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerInfo {
+    /// Its pid.
+    pub pid: u32,
+    /// The user it runs as.
+    pub user: String,
+    /// Its last reported counters.
+    pub counters: Counters,
 }
 
 /// What `handle` did, for callers and tests.
@@ -66,6 +118,8 @@ pub struct Daemon {
     started: u64,
     /// See [`Clock::not_before`].
     pub not_before: Option<u64>,
+    /// The unprivileged worker, with privilege separation.
+    pub worker: Option<WorkerInfo>,
 }
 
 fn now_unix() -> u64 {
@@ -94,6 +148,7 @@ impl Daemon {
             last_junk_log: Instant::now(),
             started: now_unix(),
             not_before: None,
+            worker: None,
         }
     }
 
@@ -133,8 +188,18 @@ impl Daemon {
         *self.junk.entry(label).or_insert(0) += 1;
     }
 
-    /// Run one datagram through the pipeline at time `now`.
+    /// Run one datagram through the whole pipeline at time `now` (one process).
     pub fn handle(&mut self, d: &Datagram, now: u64) -> Outcome {
+        match self.decide(d, now) {
+            Step::Done(o) => o,
+            Step::Decided(x) => self.apply_decided(*x, now),
+        }
+    }
+
+    /// The unprivileged half: decode, replay check, authorize. Packets that never
+    /// decrypted are finished here; the others come back as [`Decided`] for
+    /// [`Daemon::apply_decided`] (in this process, or in the privileged one).
+    pub fn decide(&mut self, d: &Datagram, now: u64) -> Step {
         self.counters.examined += 1;
         let src = apply::unmap(d.src.ip());
         let dst = apply::unmap(d.dst.ip());
@@ -146,7 +211,7 @@ impl Daemon {
                 if self.verbose {
                     log::info(&format!("{src}: refused: {r}"));
                 }
-                return Outcome::Refused(r.to_string());
+                return Step::Done(Outcome::Refused(r.to_string()));
             }
         };
         let key = packet.replay_key();
@@ -155,10 +220,45 @@ impl Daemon {
             if self.verbose {
                 log::info(&format!("{src}: refused: {}", Reason::Replay));
             }
-            return Outcome::Refused(Reason::Replay.to_string());
+            return Step::Done(Outcome::Refused(Reason::Replay.to_string()));
         }
         let decision = authorize(&packet, src, dst, &self.config.stanzas, self.clock(now));
-        if decision.burn && self.replay.is_full() && !matches!(decision.verdict, Verdict::Drop(_)) {
+        if !decision.burn {
+            return Step::Done(self.act(decision, src, now));
+        }
+        let meta = Meta {
+            proto: 17,
+            src: SocketAddr::new(src, d.src.port()),
+            dst: SocketAddr::new(dst, d.dst.port()),
+        };
+        Step::Decided(Box::new(Decided {
+            key,
+            meta,
+            decision,
+        }))
+    }
+
+    /// Whether the replay store holds this key.
+    pub fn knows(&self, key: &ReplayKey) -> bool {
+        self.replay.contains(key)
+    }
+
+    /// Forget nothing: remember a digest the privileged part recorded (worker mirror).
+    pub fn remember(&mut self, key: ReplayKey, meta: Meta, now: u64) {
+        let _ = self.replay.record(key, meta, now);
+    }
+
+    /// The privileged half: check the decision against the configuration again (it may
+    /// come from the unprivileged worker), record the digest durably, then act.
+    pub fn apply_decided(&mut self, x: Decided, now: u64) -> Outcome {
+        let src = x.meta.src.ip();
+        if let Err(why) = self.validate(&x.decision) {
+            self.refuse("invalid_request");
+            let msg = format!("{src}: request refused by the privileged part: {why}");
+            log::error(&msg);
+            return Outcome::Refused(msg);
+        }
+        if self.replay.is_full() && !matches!(x.decision.verdict, Verdict::Drop(_)) {
             self.refuse("replay_store_full");
             let msg = format!(
                 "{src}: the replay store is full ({} entries, MAX_REPLAY_ENTRIES); nothing opened until entries expire",
@@ -167,20 +267,84 @@ impl Daemon {
             log::warn(&msg);
             return Outcome::Refused(msg);
         }
-        if decision.burn {
-            let meta = Meta {
-                proto: 17,
-                src: SocketAddr::new(src, d.src.port()),
-                dst: SocketAddr::new(dst, d.dst.port()),
-            };
-            if let Err(e) = self.replay.record(key, meta, now) {
-                self.refuse("replay_store");
-                let msg = format!("{src}: cannot record the replay digest ({e}); nothing opened");
-                log::error(&msg);
-                return Outcome::Refused(msg);
+        if let Err(e) = self.replay.record(x.key, x.meta, now) {
+            self.refuse("replay_store");
+            let msg = format!("{src}: cannot record the replay digest ({e}); nothing opened");
+            log::error(&msg);
+            return Outcome::Refused(msg);
+        }
+        self.act(x.decision, src, now)
+    }
+
+    /// Re-check a decision: the stanza exists and permits exactly this.
+    pub fn validate(&self, d: &Decision) -> Result<(), String> {
+        let stanza = match d.stanza {
+            Some(i) => self
+                .config
+                .stanzas
+                .get(i)
+                .ok_or_else(|| format!("no stanza {i}"))?,
+            None => {
+                return if matches!(d.verdict, Verdict::Drop(_)) {
+                    Ok(())
+                } else {
+                    Err("no stanza".into())
+                }
+            }
+        };
+        let usable = |ip: IpAddr| !ip.is_unspecified() && !ip.is_multicast();
+        match &d.verdict {
+            Verdict::Drop(_) => Ok(()),
+            Verdict::Grant(g) => {
+                if stanza.cmd_cycle.is_some() {
+                    return Err("a command-cycle stanza does not grant ports".into());
+                }
+                if !usable(g.allow) {
+                    return Err(format!("address {} cannot be opened", g.allow));
+                }
+                if g.ports.is_empty() || g.ports.iter().any(|p| p.port == 0) {
+                    return Err("bad port list".into());
+                }
+                let max = stanza.fw_access_timeout.max(stanza.max_fw_timeout);
+                if g.timeout == 0 || g.timeout > max {
+                    return Err(format!("timeout {} outside 1..={max}", g.timeout));
+                }
+                let listed = |rules: &[crate::config::PortRule], p: &postern_proto::PortSpec| {
+                    rules.iter().any(|r| r.proto == p.proto && r.port == p.port)
+                };
+                for p in &g.ports {
+                    if stanza
+                        .restrict_ports
+                        .as_deref()
+                        .is_some_and(|r| listed(r, p))
+                    {
+                        return Err(format!("{p} is restricted"));
+                    }
+                    if stanza.open_ports.as_deref().is_some_and(|o| !listed(o, p)) {
+                        return Err(format!("{p} is not open"));
+                    }
+                }
+                Ok(())
+            }
+            Verdict::Command(c) => {
+                if !stanza.enable_cmd_exec || stanza.cmd_cycle.is_some() {
+                    return Err("commands are not enabled in this stanza".into());
+                }
+                if c.command.trim().is_empty() {
+                    return Err("empty command".into());
+                }
+                Ok(())
+            }
+            Verdict::Cycle(cy) => {
+                if stanza.cmd_cycle.is_none() {
+                    return Err("no command cycle in this stanza".into());
+                }
+                if cy.ports.is_empty() || !usable(cy.allow) {
+                    return Err("bad command-cycle request".into());
+                }
+                Ok(())
             }
         }
-        self.act(decision, src, now)
     }
 
     /// User, group and timeout for the commands of stanza `i`.
@@ -290,15 +454,24 @@ impl Daemon {
                 Outcome::Command(c.command)
             }
             Verdict::Cycle(cy) => {
+                let Some(cycle) = decision
+                    .stanza
+                    .and_then(|i| self.config.stanzas.get(i))
+                    .and_then(|s| s.cmd_cycle.clone())
+                else {
+                    return Outcome::Refused(format!("{who}: no command cycle in this stanza"));
+                };
+                let (open, close) = cy.commands(&cycle);
+                let timer = cy.timer(&cycle);
                 if self.test_mode {
                     log::info(&format!(
                         "{who}: would run {} open command(s) (--test)",
-                        cy.open.len()
+                        open.len()
                     ));
-                    return Outcome::WouldAct(cy.open.join("; "));
+                    return Outcome::WouldAct(open.join("; "));
                 }
                 let (user, group, timeout) = self.exec_identity(decision.stanza);
-                for cmd in &cy.open {
+                for cmd in &open {
                     spawn_command(
                         cmd.clone(),
                         user.clone(),
@@ -307,17 +480,15 @@ impl Daemon {
                         format!("{who} cycle open"),
                     );
                 }
-                for cmd in cy.close {
-                    self.ledger
-                        .schedule_close(now + cy.timer, cmd, stanza.clone());
+                for cmd in close {
+                    self.ledger.schedule_close(now + timer, cmd, stanza.clone());
                 }
-                self.counters.commands += cy.open.len() as u64;
+                self.counters.commands += open.len() as u64;
                 log::info(&format!(
-                    "{who}: command cycle opened ({} command(s), close in {}s)",
-                    cy.open.len(),
-                    cy.timer
+                    "{who}: command cycle opened ({} command(s), close in {timer}s)",
+                    open.len()
                 ));
-                Outcome::Cycle(cy.open.len())
+                Outcome::Cycle(open.len())
             }
         }
     }
@@ -382,17 +553,32 @@ impl Daemon {
                 })
             })
             .collect();
+        let mut counters = self.counters.clone();
+        let mut parts = vec![serde_json::json!({
+            "part": if self.worker.is_some() { "privileged: firewall, replay store, commands" } else { "all" },
+            "pid": std::process::id(),
+            "user": crate::privsep::user_of(std::process::id()),
+        })];
+        if let Some(w) = &self.worker {
+            counters.examined = w.counters.examined;
+            counters.dropped = w.counters.dropped;
+            for (k, n) in &w.counters.refused {
+                *counters.refused.entry(k).or_insert(0) += n;
+            }
+            parts.push(serde_json::json!({"part": "worker: capture, decode, authorize", "pid": w.pid, "user": w.user}));
+        }
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "pid": std::process::id(),
             "started": self.started,
             "firewall": self.firewall(),
-            "examined": self.counters.examined,
-            "refused": self.counters.refused,
-            "grants": self.counters.grants,
-            "commands": self.counters.commands,
-            "firewall_errors": self.counters.firewall_errors,
-            "dropped": self.counters.dropped,
+            "examined": counters.examined,
+            "refused": counters.refused,
+            "grants": counters.grants,
+            "commands": counters.commands,
+            "firewall_errors": counters.firewall_errors,
+            "dropped": counters.dropped,
+            "parts": parts,
             "replay_entries": self.replay.len(),
             "core_dumps": if nix::sys::prctl::get_dumpable().unwrap_or(true) { "enabled" } else { "disabled" },
             "intake": extra["intake"],
@@ -464,6 +650,7 @@ pub fn status_text(v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::authorize::Decision;
     use postern_fw::memory::Memory;
     use postern_proto::{
         encode, DigestType, EncryptionMode, HmacKey, Key, Keys, MessageType, RandomValue,
@@ -593,6 +780,79 @@ mod tests {
         assert!(granted(&d.handle(&packet(2, T, 22), T)));
         // After one window the guard is gone (the age check covers the rest).
         assert!(granted(&d.handle(&packet(3, T + 100, 22), T + 121)));
+    }
+
+    #[test]
+    fn forged_requests_from_the_worker_are_refused() {
+        use crate::pipeline::authorize::{CommandDecision, GrantDecision};
+        let mem = Memory::default();
+        let mut d = Daemon::new(
+            config("SOURCE ANY\nKEY enc\nHMAC_KEY mac\nOPEN_PORTS tcp/22\nMAX_FW_TIMEOUT 60\n"),
+            Box::new(mem.clone()),
+            ReplayStore::in_memory(240, 1000),
+            false,
+        );
+        let grant = |port: u16, timeout: u64, allow: &str| {
+            Verdict::Grant(GrantDecision {
+                allow: allow.parse().unwrap(),
+                ports: vec![postern_proto::PortSpec {
+                    proto: postern_proto::Protocol::Tcp,
+                    port,
+                }],
+                timeout,
+            })
+        };
+        let forged = [
+            (Some(0), grant(23, 30, "198.18.1.2"), "not open"),
+            (Some(0), grant(22, 3600, "198.18.1.2"), "timeout"),
+            (Some(0), grant(22, 30, "0.0.0.0"), "cannot be opened"),
+            (Some(5), grant(22, 30, "198.18.1.2"), "no stanza 5"),
+            (
+                Some(0),
+                Verdict::Command(CommandDecision {
+                    allow: "198.18.1.2".parse().unwrap(),
+                    command: "/bin/sh".into(),
+                }),
+                "not enabled",
+            ),
+        ];
+        for (n, (stanza, verdict, why)) in forged.into_iter().enumerate() {
+            let x = Decided {
+                key: ReplayKey([n as u8; 32]),
+                meta: Meta {
+                    proto: 17,
+                    src: "198.18.1.2:1".parse().unwrap(),
+                    dst: "198.18.1.1:62201".parse().unwrap(),
+                },
+                decision: Decision {
+                    verdict,
+                    stanza,
+                    burn: true,
+                    username: None,
+                },
+            };
+            assert!(
+                matches!(d.apply_decided(x, T), Outcome::Refused(r) if r.contains(why)),
+                "{why}"
+            );
+        }
+        assert!(mem.record.lock().unwrap().grants.is_empty());
+        assert_eq!(d.counters.refused["invalid_request"], 5);
+        let ok = Decided {
+            key: ReplayKey([99; 32]),
+            meta: Meta {
+                proto: 17,
+                src: "198.18.1.2:1".parse().unwrap(),
+                dst: "198.18.1.1:62201".parse().unwrap(),
+            },
+            decision: Decision {
+                verdict: grant(22, 60, "198.18.1.2"),
+                stanza: Some(0),
+                burn: true,
+                username: None,
+            },
+        };
+        assert!(granted(&d.apply_decided(ok, T)));
     }
 
     #[test]

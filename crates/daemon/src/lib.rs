@@ -18,4 +18,5 @@ pub mod control;
 pub mod daemon;
 pub mod log;
 pub mod pipeline;
+pub mod privsep;
 pub mod replay;

@@ -26,7 +26,7 @@ use postern_fw::nftables::{NftConfig, Nftables};
 use postern_proto::Protocol;
 use posternd::config::Config;
 use posternd::control::{self, Request};
-use posternd::daemon::{status_text, Daemon, Outcome};
+use posternd::daemon::{status_text, Daemon, Outcome, Step, WorkerInfo};
 use posternd::log;
 use posternd::replay::ReplayStore;
 
@@ -99,6 +99,12 @@ struct Cli {
     /// Print the man page and exit.
     #[arg(long = "generate-man", hide = true)]
     generate_man: bool,
+    /// Internal: run as the unprivileged worker (started by posternd itself).
+    #[arg(long = "worker", hide = true)]
+    worker: bool,
+    /// Internal: the worker refuses packets stamped before this time.
+    #[arg(long = "worker-not-before", hide = true, value_name = "SECONDS")]
+    worker_not_before: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,6 +127,8 @@ enum Event {
     Packet(Datagram),
     Control(Request),
     Signal(i32),
+    Worker(String),
+    WorkerGone,
 }
 
 fn default_config() -> PathBuf {
@@ -431,17 +439,16 @@ fn notify_ready() {
     }
 }
 
-fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> Result<ExitCode> {
-    if cli.syslog_internal {
-        log::init(false);
-    }
-    check_pid_file(&config.server.pid_file)?;
+/// Open the capture sockets and start one thread per socket feeding `tx`. Returns a
+/// description and the packet sockets (for their kernel drop counters).
+fn open_intake(
+    config: &Config,
+    tx: &SyncSender<Event>,
+    dropped: &Arc<AtomicU64>,
+) -> Result<(String, Vec<Arc<PacketSocket>>)> {
     let port = config.server.spa_port;
-    // Open the intake before touching the firewall: a bad interface changes nothing.
-    let (tx, rx) = mpsc::sync_channel::<Event>(8192);
-    let dropped = Arc::new(AtomicU64::new(0));
     let mut packet_sockets = Vec::new();
-    let intake = if config.server.udp_server {
+    if config.server.udp_server {
         let udp = UdpIntake::bind(port).with_context(|| format!("cannot bind UDP port {port}"))?;
         let (tx, dropped) = (tx.clone(), dropped.clone());
         std::thread::spawn(move || {
@@ -456,35 +463,221 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
                 }
             }
         });
-        format!("UDP socket on port {port}")
-    } else {
-        for iface in &config.server.interfaces {
-            let s = PacketSocket::open(iface, port).with_context(|| {
-                format!("cannot capture on interface '{iface}' (AF_PACKET needs CAP_NET_RAW)")
-            })?;
-            packet_sockets.push(Arc::new(s));
-        }
-        for s in &packet_sockets {
-            let (s, tx, dropped) = (s.clone(), tx.clone(), dropped.clone());
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 65536];
-                loop {
-                    match s.recv(&mut buf) {
-                        Ok(d) => forward(&tx, &dropped, d),
-                        Err(e) => {
-                            log::error(&format!("capture on {}: {e}", s.iface));
-                            std::thread::sleep(Duration::from_secs(1));
-                        }
+        return Ok((format!("UDP socket on port {port}"), packet_sockets));
+    }
+    for iface in &config.server.interfaces {
+        let s = PacketSocket::open(iface, port).with_context(|| {
+            format!("cannot capture on interface '{iface}' (AF_PACKET needs CAP_NET_RAW)")
+        })?;
+        packet_sockets.push(Arc::new(s));
+    }
+    for s in &packet_sockets {
+        let (s, tx, dropped) = (s.clone(), tx.clone(), dropped.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match s.recv(&mut buf) {
+                    Ok(d) => forward(&tx, &dropped, d),
+                    Err(e) => {
+                        log::error(&format!("capture on {}: {e}", s.iface));
+                        std::thread::sleep(Duration::from_secs(1));
                     }
                 }
-            });
-        }
+            }
+        });
+    }
+    Ok((
         format!(
             "AF_PACKET on {} (udp port {port})",
             config.server.interfaces.join(",")
-        )
+        ),
+        packet_sockets,
+    ))
+}
+
+fn kernel_drops(sockets: &[Arc<PacketSocket>], dropped: &AtomicU64) -> u64 {
+    for s in sockets {
+        if let Ok(st) = s.stats() {
+            dropped.fetch_add(u64::from(st.drops), Ordering::Relaxed);
+        }
+    }
+    dropped.load(Ordering::Relaxed)
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The unprivileged worker process, seen from the privileged part.
+struct WorkerProc {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `posternd --worker` (as root; it drops privileges itself once its sockets are
+/// open) and wait until it says it is ready. Its later lines go to `tx`.
+fn spawn_worker(
+    not_before: Option<u64>,
+    tx: &SyncSender<Event>,
+) -> Result<(WorkerProc, WorkerInfo, String)> {
+    use std::io::BufRead as _;
+    let exe = std::env::current_exe().context("cannot find my own executable")?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    args.push("--worker".into());
+    if let Some(t) = not_before {
+        args.extend(["--worker-not-before".into(), t.to_string()]);
+    }
+    let mut child = std::process::Command::new(exe)
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start the worker")?;
+    let stdin = child.stdin.take().context("worker stdin")?;
+    let mut out = std::io::BufReader::new(child.stdout.take().context("worker stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+    if v["t"] != "ready" {
+        let _ = child.wait();
+        bail!("the worker did not start (see its message above)");
+    }
+    let info = WorkerInfo {
+        pid: child.id(),
+        user: v["user"].as_str().unwrap_or("?").to_owned(),
+        counters: Default::default(),
     };
+    let intake = v["intake"].as_str().unwrap_or("?").to_owned();
+    let tx = tx.clone();
+    std::thread::spawn(move || {
+        for line in out.lines() {
+            let Ok(line) = line else { break };
+            if tx.send(Event::Worker(line)).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Event::WorkerGone);
+    });
+    Ok((WorkerProc { child, stdin }, info, intake))
+}
+
+/// `posternd --worker`: capture, decode and authorize as an unprivileged user; send
+/// decisions about packets that decrypted to the privileged part on stdout.
+fn run_worker(config: Config, cli: &Cli) -> Result<ExitCode> {
+    use std::io::{BufRead as _, Write as _};
+    if cli.syslog_internal {
+        log::init(false);
+    }
+    let (tx, rx) = mpsc::sync_channel::<Event>(8192);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let (intake, sockets) = open_intake(&config, &tx, &dropped)?;
+    // A read-only mirror of the replay store: the privileged part owns the file.
+    let retain = 2 * config.server.max_packet_age;
+    let text = std::fs::read_to_string(&config.server.digest_file).unwrap_or_default();
+    let mirror = ReplayStore::from_loaded(
+        posternd::replay::parse(&text, now(), retain),
+        retain,
+        config.server.max_replay_entries,
+    );
+    let user = posternd::privsep::worker_user(config.server.worker_user.as_deref());
+    posternd::privsep::drop_privileges(&user)
+        .map_err(|e| anyhow!("worker: cannot drop privileges to '{user}': {e}"))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "{}",
+        serde_json::json!({"t": "ready", "user": user, "pid": std::process::id(), "intake": intake})
+    )?;
+    stdout.flush()?;
+    let (rtx, rrx) = mpsc::channel::<bool>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["t"] == "result" && rtx.send(v["recorded"] == true).is_err() {
+                break;
+            }
+        }
+        // The privileged part is gone: so is the worker.
+        std::process::exit(0);
+    });
+    let verbose = cli.verbose > 0 || config.server.verbose;
+    let mut daemon = Daemon::new(
+        config,
+        Box::new(postern_fw::memory::Memory::default()),
+        mirror,
+        false,
+    );
+    daemon.verbose = verbose;
+    daemon.not_before = cli.worker_not_before;
+    let mut last_tick = Instant::now();
+    let mut last_stats = Instant::now();
+    let mut reported = u64::MAX;
+    loop {
+        let event = rx.recv_timeout(Duration::from_millis(100));
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            daemon.counters.dropped = kernel_drops(&sockets, &dropped);
+            daemon.tick(now());
+            last_tick = Instant::now();
+        }
+        // Counters go to the privileged part at most ten times a second, when they moved.
+        let moved = daemon.counters.examined + daemon.counters.dropped;
+        if moved != reported && last_stats.elapsed() >= Duration::from_millis(100) {
+            writeln!(
+                stdout,
+                "{}",
+                posternd::privsep::encode_stats(&daemon.counters)
+            )?;
+            stdout.flush()?;
+            reported = moved;
+            last_stats = Instant::now();
+        }
+        if let Ok(Event::Packet(d)) = event {
+            if let Step::Decided(x) = daemon.decide(&d, now()) {
+                writeln!(stdout, "{}", posternd::privsep::encode_decided(&x))?;
+                stdout.flush()?;
+                if rrx.recv_timeout(Duration::from_secs(30)).unwrap_or(false) {
+                    daemon.remember(x.key, x.meta, now());
+                }
+            }
+        }
+    }
+}
+
+fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> Result<ExitCode> {
+    if cli.worker {
+        return run_worker(config, cli);
+    }
+    if cli.syslog_internal {
+        log::init(false);
+    }
+    check_pid_file(&config.server.pid_file)?;
+    let (tx, rx) = mpsc::sync_channel::<Event>(8192);
+    let dropped = Arc::new(AtomicU64::new(0));
     let (replay, not_before) = open_replay(&config, cli.test)?;
+    let privsep = config.server.privilege_separation && is_root() && !cli.test;
+    // Open the intake before touching the firewall: a bad interface changes nothing.
+    let mut worker = None;
+    let mut worker_info = None;
+    let mut packet_sockets = Vec::new();
+    let intake = if privsep {
+        let (w, info, intake) = spawn_worker(not_before, &tx)
+            .map_err(|e| anyhow!("{e:#}; not started, firewall unchanged"))?;
+        worker = Some(w);
+        worker_info = Some(info);
+        intake
+    } else {
+        let (intake, sockets) = open_intake(&config, &tx, &dropped)?;
+        packet_sockets = sockets;
+        intake
+    };
     let socket = config.server.control_socket.clone();
     control::serve(&socket, tx.clone(), Event::Control)
         .with_context(|| format!("control socket {}", socket.display()))?;
@@ -511,6 +704,7 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
     let mut daemon = Daemon::new(config, fw, replay, cli.test);
     daemon.verbose = verbose;
     daemon.not_before = not_before;
+    daemon.worker = worker_info;
     if let Err(e) = daemon.setup_firewall() {
         let _ = std::fs::remove_file(&socket);
         bail!("cannot install the firewall base: {e}");
@@ -520,29 +714,54 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
     }
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
         .with_context(|| format!("cannot write {}", pid_file.display()))?;
+    let parts = match &daemon.worker {
+        Some(w) => format!(", worker pid {} as '{}'", w.pid, w.user),
+        None => String::new(),
+    };
     log::info(&format!(
-        "started (pid {}): {stanzas} stanza(s), intake: {intake}, firewall: {}",
+        "started (pid {}{parts}): {stanzas} stanza(s), intake: {intake}, firewall: {}",
         std::process::id(),
         daemon.firewall()
     ));
     notify_ready();
     let extra = serde_json::json!({ "intake": intake });
     let mut last_tick = Instant::now();
+    let mut restarts: Vec<Instant> = Vec::new();
     loop {
         let event = rx.recv_timeout(Duration::from_millis(500));
         if last_tick.elapsed() >= Duration::from_secs(1) {
-            for s in &packet_sockets {
-                if let Ok(st) = s.stats() {
-                    dropped.fetch_add(u64::from(st.drops), Ordering::Relaxed);
-                }
-            }
-            daemon.counters.dropped = dropped.load(Ordering::Relaxed);
+            daemon.counters.dropped = kernel_drops(&packet_sockets, &dropped);
             daemon.tick(now());
             last_tick = Instant::now();
         }
         match event {
             Ok(Event::Packet(d)) => {
                 daemon.handle(&d, now());
+            }
+            Ok(Event::Worker(line)) => {
+                if let Some(w) = worker.as_mut() {
+                    worker_line(&mut daemon, w, &line);
+                }
+            }
+            Ok(Event::WorkerGone) => {
+                worker = None;
+                restarts.retain(|t| t.elapsed() < Duration::from_secs(60));
+                if restarts.len() >= 5 {
+                    log::error("the worker keeps exiting; stopping");
+                    break;
+                }
+                restarts.push(Instant::now());
+                log::warn("the worker exited; starting a new one");
+                match spawn_worker(None, &tx) {
+                    Ok((w, info, _)) => {
+                        worker = Some(w);
+                        daemon.worker = Some(info);
+                    }
+                    Err(e) => {
+                        log::error(&format!("cannot restart the worker: {e:#}"));
+                        break;
+                    }
+                }
             }
             Ok(Event::Control(req)) => {
                 daemon.counters.dropped = dropped.load(Ordering::Relaxed);
@@ -554,13 +773,13 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
                         let _ = req.reply.send("stopping\n".into());
                         break;
                     }
-                    "reload" => reload(&mut daemon, cli, &config_file),
+                    "reload" => reload(&mut daemon, cli, &config_file, worker.as_mut()),
                     other => format!("error: unknown request '{other}'\n"),
                 };
                 let _ = req.reply.send(answer);
             }
             Ok(Event::Signal(s)) if s == signal_hook::consts::SIGHUP => {
-                reload(&mut daemon, cli, &config_file);
+                reload(&mut daemon, cli, &config_file, worker.as_mut());
             }
             Ok(Event::Signal(_)) => break,
             Err(RecvTimeoutError::Timeout) => {}
@@ -568,10 +787,45 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
         }
     }
     log::info("stopping");
+    drop(worker);
     daemon.shutdown();
     let _ = std::fs::remove_file(&pid_file);
     let _ = std::fs::remove_file(&socket);
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line from the worker: a decision to check and carry out, or its counters.
+fn worker_line(daemon: &mut Daemon, w: &mut WorkerProc, line: &str) {
+    use std::io::Write as _;
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    match v["t"].as_str() {
+        Some("stats") => {
+            if let Some(info) = daemon.worker.as_mut() {
+                info.counters = posternd::privsep::decode_stats(&v);
+            }
+        }
+        Some("decided") => {
+            let recorded = match posternd::privsep::decode_decided(line) {
+                Ok(x) => {
+                    let key = x.key;
+                    daemon.apply_decided(x, now());
+                    daemon.knows(&key)
+                }
+                Err(e) => {
+                    log::error(&format!("malformed request from the worker refused: {e}"));
+                    false
+                }
+            };
+            let reply = serde_json::json!({"t": "result", "recorded": recorded});
+            if writeln!(w.stdin, "{reply}")
+                .and_then(|()| w.stdin.flush())
+                .is_err()
+            {
+                log::error("cannot answer the worker");
+            }
+        }
+        _ => log::error("unreadable line from the worker ignored"),
+    }
 }
 
 fn forward(tx: &SyncSender<Event>, dropped: &AtomicU64, d: Datagram) {
@@ -580,7 +834,12 @@ fn forward(tx: &SyncSender<Event>, dropped: &AtomicU64, d: Datagram) {
     }
 }
 
-fn reload(daemon: &mut Daemon, cli: &Cli, config_file: &Path) -> String {
+fn reload(
+    daemon: &mut Daemon,
+    cli: &Cli,
+    config_file: &Path,
+    worker: Option<&mut WorkerProc>,
+) -> String {
     match load(Some(config_file), Some(cli)) {
         Ok(c) => {
             let changed = c.server.nft_table != daemon.config.server.nft_table
@@ -590,6 +849,10 @@ fn reload(daemon: &mut Daemon, cli: &Cli, config_file: &Path) -> String {
                 || c.server.spa_port != daemon.config.server.spa_port;
             let n = c.stanzas.len();
             daemon.reload(c);
+            // The worker reads the configuration itself: a new one takes over.
+            if let Some(w) = worker {
+                let _ = w.child.kill();
+            }
             let mut msg = format!("configuration reloaded: {n} stanza(s); active grants kept");
             if changed {
                 msg.push_str("; intake and firewall layout changes take effect at restart");

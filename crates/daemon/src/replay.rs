@@ -21,7 +21,7 @@ use postern_proto::ReplayKey;
 const HEADER: &str = "# <digest> <proto> <src_ip> <src_port> <dst_ip> <dst_port> <time>";
 
 /// What is written next to a digest.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {
     /// IP protocol of the carrier (17 for UDP).
     pub proto: u8,
@@ -178,6 +178,18 @@ impl ReplayStore {
     /// Whether the store is full (new packets must then be refused, not forgotten).
     pub fn is_full(&self) -> bool {
         self.seen.len() >= self.cap
+    }
+
+    /// An in-memory store holding what `parse` read (the worker's mirror).
+    pub fn from_loaded(loaded: Loaded, retain: u64, cap: usize) -> ReplayStore {
+        ReplayStore {
+            path: None,
+            file: None,
+            seen: loaded.seen,
+            retain,
+            file_lines: 0,
+            cap,
+        }
     }
 
     /// Whether this packet was seen.

@@ -58,6 +58,10 @@ pub struct ServerConfig {
     pub cmd_exec_timeout: u64,
     /// `MAX_REPLAY_ENTRIES`: cap of the replay store; when full, new packets are refused.
     pub max_replay_entries: usize,
+    /// `PRIVILEGE_SEPARATION`: parse packets in an unprivileged worker (when root).
+    pub privilege_separation: bool,
+    /// `WORKER_USER`: the worker's user (default `postern`, else `nobody`).
+    pub worker_user: Option<String>,
     /// `VERBOSE`.
     pub verbose: bool,
 }
@@ -193,6 +197,8 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
         nft_exe: PathBuf::from("nft"),
         cmd_exec_timeout: 5,
         max_replay_entries: 100_000,
+        privilege_separation: true,
+        worker_user: None,
         verbose: false,
     };
     let mut set: HashMap<&'static str, String> = HashMap::new();
@@ -279,6 +285,17 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
             "NFT_DEFAULT_DROP" => c.nft_default_drop = boolean(file, &l)?,
             "NFT_EXE" => c.nft_exe = PathBuf::from(&l.value),
             "CMD_EXEC_TIMEOUT" => c.cmd_exec_timeout = number(file, &l, 1, 3600)?,
+            "PRIVILEGE_SEPARATION" => c.privilege_separation = boolean(file, &l)?,
+            "WORKER_USER" => {
+                if crate::pipeline::apply::user_ids(&l.value).is_none_or(|(uid, _)| uid == 0) {
+                    return Err(err(
+                        file,
+                        &l,
+                        format!("'{}' is not a non-root user in /etc/passwd", l.value),
+                    ));
+                }
+                c.worker_user = Some(l.value.clone());
+            }
             "MAX_REPLAY_ENTRIES" => {
                 c.max_replay_entries = number(file, &l, 100, 100_000_000)? as usize
             }

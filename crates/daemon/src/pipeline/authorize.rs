@@ -57,6 +57,13 @@ pub enum Reason {
     PortRestricted(PortSpec),
     /// A requested port is not in OPEN_PORTS.
     PortNotOpen(PortSpec),
+    /// A refusal decided by the unprivileged worker, as it reported it.
+    Forwarded {
+        /// Counter label.
+        label: &'static str,
+        /// Description.
+        text: String,
+    },
 }
 
 impl Reason {
@@ -77,6 +84,7 @@ impl Reason {
             Reason::CommandNotEnabled => "command_not_enabled",
             Reason::PortRestricted(_) => "port_restricted",
             Reason::PortNotOpen(_) => "port_not_open",
+            Reason::Forwarded { label, .. } => label,
         }
     }
 
@@ -115,6 +123,7 @@ impl fmt::Display for Reason {
             }
             Reason::PortRestricted(p) => write!(f, "{p} is in RESTRICT_PORTS"),
             Reason::PortNotOpen(p) => write!(f, "{p} is not in OPEN_PORTS"),
+            Reason::Forwarded { text, .. } => f.write_str(text),
         }
     }
 }
@@ -139,15 +148,58 @@ pub struct CommandDecision {
     pub command: String,
 }
 
-/// Run an open/close command cycle, one per requested port.
+/// Run an open/close command cycle, one per requested port. Carries the values to
+/// substitute, not command text: the privileged part builds the commands itself from
+/// the stanza's templates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CycleDecision {
-    /// Open commands (after substitution).
-    pub open: Vec<String>,
-    /// Close commands (after substitution), run after `timer` seconds.
-    pub close: Vec<String>,
-    /// Seconds until close.
-    pub timer: u64,
+    /// Allow address (after 0.0.0.0 replacement): `$IP`, `$SRC`.
+    pub allow: IpAddr,
+    /// Packet source: `$PKT_SRC`.
+    pub packet_source: IpAddr,
+    /// Packet destination: `$DST`.
+    pub destination: IpAddr,
+    /// Requested ports: `$PORT`, `$PROTO`, one command per port.
+    pub ports: Vec<PortSpec>,
+    /// Packet timestamp (for `$TIMEOUT`).
+    pub timestamp: u64,
+    /// Client timeout: `$CLIENT_TIMEOUT`; when non-zero it replaces CMD_CYCLE_TIMER.
+    pub client_timeout: u32,
+}
+
+impl CycleDecision {
+    /// Seconds until the close commands run.
+    pub fn timer(&self, cycle: &crate::config::access::CmdCycle) -> u64 {
+        if self.client_timeout > 0 {
+            u64::from(self.client_timeout)
+        } else {
+            cycle.timer
+        }
+    }
+
+    /// The open and close commands for every port, substituted from the templates.
+    pub fn commands(&self, cycle: &crate::config::access::CmdCycle) -> (Vec<String>, Vec<String>) {
+        let timer = self.timer(cycle);
+        let mut open = Vec::new();
+        let mut close = Vec::new();
+        for port in &self.ports {
+            let vars = [
+                ("IP", self.allow.to_string()),
+                ("SRC", self.allow.to_string()),
+                ("PKT_SRC", self.packet_source.to_string()),
+                ("DST", self.destination.to_string()),
+                ("PORT", port.port.to_string()),
+                ("PROTO", port.proto.number().to_string()),
+                ("TIMEOUT", self.timestamp.saturating_add(timer).to_string()),
+                ("CLIENT_TIMEOUT", self.client_timeout.to_string()),
+            ];
+            open.push(substitute(&cycle.open, &vars));
+            if let Some(c) = &cycle.close {
+                close.push(substitute(c, &vars));
+            }
+        }
+        (open, close)
+    }
 }
 
 /// What to do.
@@ -251,36 +303,16 @@ fn check_stanza(
             default
         }
     };
-    if let Some(cycle) = &s.cmd_cycle {
-        if m.message_type != MessageType::Command {
-            let timer = if m.client_timeout > 0 {
-                u64::from(m.client_timeout)
-            } else {
-                cycle.timer
-            };
-            let mut open = Vec::new();
-            let mut close = Vec::new();
-            for port in &ports {
-                let vars = [
-                    ("IP", allow.to_string()),
-                    ("SRC", allow.to_string()),
-                    ("PKT_SRC", src.to_string()),
-                    ("DST", dst.to_string()),
-                    ("PORT", port.port.to_string()),
-                    ("PROTO", port.proto.number().to_string()),
-                    ("TIMEOUT", (m.timestamp + timer).to_string()),
-                    ("CLIENT_TIMEOUT", m.client_timeout.to_string()),
-                ];
-                open.push(substitute(&cycle.open, &vars));
-                if let Some(c) = &cycle.close {
-                    close.push(substitute(c, &vars));
-                }
-            }
-            return Ok((
-                Verdict::Cycle(CycleDecision { open, close, timer }),
-                m.username,
-            ));
-        }
+    if s.cmd_cycle.is_some() && m.message_type != MessageType::Command {
+        let cycle = CycleDecision {
+            allow,
+            packet_source: src,
+            destination: dst,
+            ports,
+            timestamp: m.timestamp,
+            client_timeout: m.client_timeout,
+        };
+        return Ok((Verdict::Cycle(cycle), m.username));
     }
     if let Some(command) = command {
         if !s.enable_cmd_exec {

@@ -201,3 +201,70 @@ fn full_disk_refuses_grants_and_damaged_store_limits_old_packets() {
     lab.stop();
     drop(fs);
 }
+
+#[test]
+fn the_packet_parser_runs_unprivileged_and_is_restarted() {
+    if !ready("the_packet_parser_runs_unprivileged_and_is_restarted") {
+        return;
+    }
+    let mut lab = Lab::new(&[22, 23]);
+    lab.configure(
+        "NFT_DEFAULT_DROP Y\n",
+        "SOURCE ANY\nKEY enc-1\nHMAC_KEY hmac-1\n",
+    );
+    lab.start(&[]);
+    let st = lab.status();
+    let parts = st["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{st}");
+    assert_eq!(parts[0]["user"], "root");
+    assert_ne!(parts[1]["user"], "root", "{st}");
+    let worker = parts[1]["pid"].as_u64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(
+        !field("Uid:").starts_with('0'),
+        "worker uid: {}",
+        field("Uid:")
+    );
+    assert_eq!(
+        field("CapEff:"),
+        "0000000000000000",
+        "the worker must hold no capability"
+    );
+    assert_eq!(field("CapPrm:"), "0000000000000000");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    knock(&lab, 22, &[]);
+    assert!(
+        lab.c1.wait_open(SRV, 22, Duration::from_secs(5)),
+        "{}",
+        lab.log()
+    );
+    // A worker that dies is replaced; nothing is lost.
+    assert!(Command::new("kill")
+        .args(["-9", &worker.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    postern_testkit::wait_for_line(
+        &lab.path("posternd.log"),
+        "the worker exited; starting a new one",
+        Duration::from_secs(5),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let st = lab.status();
+    assert_ne!(st["parts"][1]["pid"].as_u64().unwrap(), worker, "{st}");
+    knock(&lab, 23, &[]);
+    assert!(
+        lab.c1.wait_open(SRV, 23, Duration::from_secs(5)),
+        "{}",
+        lab.log()
+    );
+    lab.stop();
+}
