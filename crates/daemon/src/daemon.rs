@@ -82,6 +82,8 @@ pub struct WorkerInfo {
     pub pid: u32,
     /// The user it runs as.
     pub user: String,
+    /// Landlock status of the worker (filesystem access denied).
+    pub landlock: String,
     /// Its last reported counters.
     pub counters: Counters,
 }
@@ -565,7 +567,12 @@ impl Daemon {
             for (k, n) in &w.counters.refused {
                 *counters.refused.entry(k).or_insert(0) += n;
             }
-            parts.push(serde_json::json!({"part": "worker: capture, decode, authorize", "pid": w.pid, "user": w.user}));
+            parts.push(serde_json::json!({
+                "part": "worker: capture, decode, authorize",
+                "pid": w.pid,
+                "user": w.user,
+                "landlock": w.landlock,
+            }));
         }
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),

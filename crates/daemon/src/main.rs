@@ -439,17 +439,49 @@ fn notify_ready() {
     }
 }
 
-/// Open the capture sockets and start one thread per socket feeding `tx`. Returns a
-/// description and the packet sockets (for their kernel drop counters).
-fn open_intake(
-    config: &Config,
-    tx: &SyncSender<Event>,
-    dropped: &Arc<AtomicU64>,
-) -> Result<(String, Vec<Arc<PacketSocket>>)> {
+/// The capture sockets, opened (which needs CAP_NET_RAW) but not yet read.
+struct Intake {
+    desc: String,
+    udp: Option<UdpIntake>,
+    packet: Vec<Arc<PacketSocket>>,
+}
+
+/// Open the capture sockets.
+fn open_intake(config: &Config) -> Result<Intake> {
     let port = config.server.spa_port;
-    let mut packet_sockets = Vec::new();
     if config.server.udp_server {
         let udp = UdpIntake::bind(port).with_context(|| format!("cannot bind UDP port {port}"))?;
+        return Ok(Intake {
+            desc: format!("UDP socket on port {port}"),
+            udp: Some(udp),
+            packet: Vec::new(),
+        });
+    }
+    let mut packet = Vec::new();
+    for iface in &config.server.interfaces {
+        let s = PacketSocket::open(iface, port).with_context(|| {
+            format!("cannot capture on interface '{iface}' (AF_PACKET needs CAP_NET_RAW)")
+        })?;
+        packet.push(Arc::new(s));
+    }
+    Ok(Intake {
+        desc: format!(
+            "AF_PACKET on {} (udp port {port})",
+            config.server.interfaces.join(",")
+        ),
+        udp: None,
+        packet,
+    })
+}
+
+/// Start one reader thread per socket feeding `tx`. Returns the description and the
+/// packet sockets (for their kernel drop counters).
+fn start_intake(
+    intake: Intake,
+    tx: &SyncSender<Event>,
+    dropped: &Arc<AtomicU64>,
+) -> (String, Vec<Arc<PacketSocket>>) {
+    if let Some(udp) = intake.udp {
         let (tx, dropped) = (tx.clone(), dropped.clone());
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 1500];
@@ -463,15 +495,8 @@ fn open_intake(
                 }
             }
         });
-        return Ok((format!("UDP socket on port {port}"), packet_sockets));
     }
-    for iface in &config.server.interfaces {
-        let s = PacketSocket::open(iface, port).with_context(|| {
-            format!("cannot capture on interface '{iface}' (AF_PACKET needs CAP_NET_RAW)")
-        })?;
-        packet_sockets.push(Arc::new(s));
-    }
-    for s in &packet_sockets {
+    for s in &intake.packet {
         let (s, tx, dropped) = (s.clone(), tx.clone(), dropped.clone());
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
@@ -486,13 +511,7 @@ fn open_intake(
             }
         });
     }
-    Ok((
-        format!(
-            "AF_PACKET on {} (udp port {port})",
-            config.server.interfaces.join(",")
-        ),
-        packet_sockets,
-    ))
+    (intake.desc, intake.packet)
 }
 
 fn kernel_drops(sockets: &[Arc<PacketSocket>], dropped: &AtomicU64) -> u64 {
@@ -552,6 +571,7 @@ fn spawn_worker(
     let info = WorkerInfo {
         pid: child.id(),
         user: v["user"].as_str().unwrap_or("?").to_owned(),
+        landlock: v["landlock"].as_str().unwrap_or("?").to_owned(),
         counters: Default::default(),
     };
     let intake = v["intake"].as_str().unwrap_or("?").to_owned();
@@ -577,7 +597,7 @@ fn run_worker(config: Config, cli: &Cli) -> Result<ExitCode> {
     }
     let (tx, rx) = mpsc::sync_channel::<Event>(8192);
     let dropped = Arc::new(AtomicU64::new(0));
-    let (intake, sockets) = open_intake(&config, &tx, &dropped)?;
+    let intake = open_intake(&config)?;
     // A read-only mirror of the replay store: the privileged part owns the file.
     let retain = 2 * config.server.max_packet_age;
     let text = std::fs::read_to_string(&config.server.digest_file).unwrap_or_default();
@@ -587,14 +607,17 @@ fn run_worker(config: Config, cli: &Cli) -> Result<ExitCode> {
         config.server.max_replay_entries,
     );
     let user = posternd::privsep::worker_user(config.server.worker_user.as_deref());
+    // Dropped while this is the only thread: no_new_privs and Landlock are per thread,
+    // and every thread started later inherits them.
     posternd::privsep::drop_privileges(&user)
         .map_err(|e| anyhow!("worker: cannot drop privileges to '{user}': {e}"))?;
+    let landlock = posternd::privsep::deny_filesystem();
+    let (intake, sockets) = start_intake(intake, &tx, &dropped);
     let mut stdout = std::io::stdout().lock();
-    writeln!(
-        stdout,
-        "{}",
-        serde_json::json!({"t": "ready", "user": user, "pid": std::process::id(), "intake": intake})
-    )?;
+    let ready = serde_json::json!({
+        "t": "ready", "user": user, "pid": std::process::id(), "intake": intake, "landlock": landlock,
+    });
+    writeln!(stdout, "{ready}")?;
     stdout.flush()?;
     let (rtx, rrx) = mpsc::channel::<bool>();
     std::thread::spawn(move || {
@@ -674,7 +697,7 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
         worker_info = Some(info);
         intake
     } else {
-        let (intake, sockets) = open_intake(&config, &tx, &dropped)?;
+        let (intake, sockets) = start_intake(open_intake(&config)?, &tx, &dropped);
         packet_sockets = sockets;
         intake
     };

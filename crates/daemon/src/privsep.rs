@@ -213,6 +213,24 @@ pub fn drop_privileges(user: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Deny this thread (and every thread it starts) all filesystem access with Landlock,
+/// where the kernel has it. Returns "enforced", "partially enforced" or "not available".
+pub fn deny_filesystem() -> &'static str {
+    use landlock::{Access, AccessFs, Ruleset, RulesetAttr, RulesetStatus, ABI};
+    let status = Ruleset::default()
+        .handle_access(AccessFs::from_all(ABI::V5))
+        .and_then(|r| r.create())
+        .and_then(|r| r.restrict_self());
+    match status {
+        Ok(s) => match s.ruleset {
+            RulesetStatus::FullyEnforced => "enforced",
+            RulesetStatus::PartiallyEnforced => "partially enforced",
+            RulesetStatus::NotEnforced => "not available",
+        },
+        Err(_) => "not available",
+    }
+}
+
 /// The user name a process runs as (from /proc and /etc/passwd).
 pub fn user_of(pid: u32) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

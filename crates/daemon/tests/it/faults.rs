@@ -240,6 +240,25 @@ fn the_packet_parser_runs_unprivileged_and_is_restarted() {
     );
     assert_eq!(field("CapPrm:"), "0000000000000000");
     assert_eq!(field("NoNewPrivs:"), "1");
+    // Every thread of the worker, not only the first, runs without privileges.
+    for task in std::fs::read_dir(format!("/proc/{worker}/task")).unwrap() {
+        let st = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        assert!(
+            st.lines()
+                .any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')),
+            "a worker thread without no_new_privs"
+        );
+        assert!(
+            st.lines().any(|l| l == "CapEff:\t0000000000000000"),
+            "a worker thread with capabilities"
+        );
+    }
+    let landlock = parts[1]["landlock"].as_str().unwrap();
+    assert!(
+        ["enforced", "partially enforced", "not available"].contains(&landlock),
+        "{st}"
+    );
+    eprintln!("worker Landlock status: {landlock}");
     knock(&lab, 22, &[]);
     assert!(
         lab.c1.wait_open(SRV, 22, Duration::from_secs(5)),
