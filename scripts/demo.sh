@@ -61,6 +61,7 @@ cat > "$work/fwknopd.conf" <<EOF
 # posternd owns the input policy: drop everything, except what a knock opens.
 NFT_DEFAULT_DROP     Y
 FWKNOP_RUN_DIR       $work/run
+DIGEST_FILE          $work/digest.cache
 EOF
 cat > "$work/access.conf" <<EOF
 SOURCE               ANY

@@ -531,6 +531,8 @@ fn is_root() -> bool {
 struct WorkerProc {
     child: std::process::Child,
     stdin: std::process::ChildStdin,
+    /// Stopped on purpose (reload): its exit is not a crash.
+    replaced: bool,
 }
 
 impl Drop for WorkerProc {
@@ -585,7 +587,15 @@ fn spawn_worker(
         }
         let _ = tx.send(Event::WorkerGone);
     });
-    Ok((WorkerProc { child, stdin }, info, intake))
+    Ok((
+        WorkerProc {
+            child,
+            stdin,
+            replaced: false,
+        },
+        info,
+        intake,
+    ))
 }
 
 /// `posternd --worker`: capture, decode and authorize as an unprivileged user; send
@@ -767,14 +777,19 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
                 }
             }
             Ok(Event::WorkerGone) => {
+                let replaced = worker.as_ref().is_some_and(|w| w.replaced);
                 worker = None;
-                restarts.retain(|t| t.elapsed() < Duration::from_secs(60));
-                if restarts.len() >= 5 {
-                    log::error("the worker keeps exiting; stopping");
-                    break;
+                if replaced {
+                    log::info("starting a worker with the new configuration");
+                } else {
+                    restarts.retain(|t| t.elapsed() < Duration::from_secs(60));
+                    if restarts.len() >= 5 {
+                        log::error("the worker keeps exiting; stopping");
+                        break;
+                    }
+                    restarts.push(Instant::now());
+                    log::warn("the worker exited; starting a new one");
                 }
-                restarts.push(Instant::now());
-                log::warn("the worker exited; starting a new one");
                 match spawn_worker(None, &tx) {
                     Ok((w, info, _)) => {
                         worker = Some(w);
@@ -874,6 +889,7 @@ fn reload(
             daemon.reload(c);
             // The worker reads the configuration itself: a new one takes over.
             if let Some(w) = worker {
+                w.replaced = true;
                 let _ = w.child.kill();
             }
             let mut msg = format!("configuration reloaded: {n} stanza(s); active grants kept");

@@ -167,6 +167,13 @@ fn config_errors_change_nothing() {
     );
     assert_eq!(lab.status()["active"][0]["port"], 22);
     assert!(lab.c1.can_connect(SRV, 22, Duration::from_millis(500)));
+    // The worker reads the configuration itself: a reload replaces it, which is no crash.
+    postern_testkit::wait_for_line(
+        &lab.path("posternd.log"),
+        "starting a worker with the new configuration",
+        Duration::from_secs(5),
+    );
+    assert!(!lab.log().contains("the worker exited"), "{}", lab.log());
     // SIGHUP reloads too.
     lab.configure(good_server, "SOURCE ANY\nKEY enc-3\nHMAC_KEY hmac-3\n");
     let pid = lab.daemon.as_ref().unwrap().child.id().to_string();
