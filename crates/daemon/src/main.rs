@@ -279,6 +279,7 @@ fn run() -> Result<ExitCode> {
         open_port: (config.server.udp_server && config.server.nft_default_drop)
             .then_some((Protocol::Udp, config.server.spa_port)),
         nft: config.server.nft_exe.clone(),
+        netlink: config.server.nft_netlink,
     };
     let fw = Nftables::new(nft).map_err(|e| {
         anyhow!(

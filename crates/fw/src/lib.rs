@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod memory;
+pub mod netlink;
 pub mod nftables;
 
 use core::fmt;

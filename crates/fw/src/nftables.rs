@@ -12,8 +12,11 @@
 //!   to the admin's table and one accept rule per family (commented `postern`) at the top
 //!   of the admin's input chain, and removes exactly those at exit.
 //!
-//! Changes are rendered as one nft script and applied with `nft -f -`, which the kernel
-//! commits as one transaction: a change happens whole or not at all.
+//! The base (table, sets, chain, rules) is installed and removed by rendering one nft
+//! script and running `nft -f -`. Grants, the frequent change, go by default over one
+//! persistent nfnetlink socket ([`crate::netlink`]): one batch per change, no process
+//! spawned (`NftConfig::netlink`; `false` renders the same change as an nft script).
+//! Either way the kernel commits a change as one transaction: whole or not at all.
 
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -22,6 +25,7 @@ use std::process::{Command, Stdio};
 
 use postern_proto::Protocol;
 
+use crate::netlink::{self, Element, NfSocket};
 use crate::{Error, Firewall, Grant};
 
 /// Table family.
@@ -66,6 +70,8 @@ pub struct NftConfig {
     pub open_port: Option<(Protocol, u16)>,
     /// The nft binary.
     pub nft: PathBuf,
+    /// Apply grants over netlink (default) rather than by running nft.
+    pub netlink: bool,
 }
 
 impl Default for NftConfig {
@@ -77,6 +83,7 @@ impl Default for NftConfig {
             default_drop: false,
             open_port: None,
             nft: PathBuf::from("nft"),
+            netlink: true,
         }
     }
 }
@@ -116,9 +123,11 @@ fn check_name(name: &str) -> Result<(), Error> {
 }
 
 /// The nftables backend.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Nftables {
     cfg: NftConfig,
+    /// Opened at the first grant and kept.
+    socket: Option<NfSocket>,
 }
 
 const SET_TYPE4: &str = "type ipv4_addr . inet_proto . inet_service; flags timeout;";
@@ -137,7 +146,7 @@ impl Nftables {
                 ));
             }
         }
-        Ok(Nftables { cfg })
+        Ok(Nftables { cfg, socket: None })
     }
 
     fn fam(&self) -> &'static str {
@@ -263,22 +272,80 @@ impl Nftables {
         s.join("\n") + "\n"
     }
 
+    fn nfproto(&self) -> u8 {
+        match self.cfg.family {
+            Family::Inet => netlink::NFPROTO_INET,
+            Family::Ip => netlink::NFPROTO_IPV4,
+            Family::Ip6 => netlink::NFPROTO_IPV6,
+        }
+    }
+
+    /// Whether a grant's address fits the table's family: `Some(is_v6)`.
+    fn family_of(&self, g: &Grant) -> Result<bool, Error> {
+        match g.source {
+            IpAddr::V4(_) if self.cfg.family.v4() => Ok(false),
+            IpAddr::V6(_) if self.cfg.family.v6() => Ok(true),
+            _ => Err(Error::Config(format!(
+                "cannot open {} in a table of family {}",
+                g.source,
+                self.fam()
+            ))),
+        }
+    }
+
+    /// Open or refresh over netlink, up to [`netlink::MAX_ELEMENTS_PER_BATCH`] grants
+    /// per transaction. A grant listed twice keeps its longest timeout.
+    fn apply_netlink(&mut self, grants: &[Grant]) -> Result<(), Error> {
+        let mut unique: Vec<Grant> = Vec::with_capacity(grants.len());
+        for g in grants {
+            self.family_of(g)?;
+            match unique
+                .iter_mut()
+                .find(|u| (u.source, u.proto, u.port) == (g.source, g.proto, g.port))
+            {
+                Some(u) => u.timeout = u.timeout.max(g.timeout),
+                None => unique.push(*g),
+            }
+        }
+        let (fam, set4, set6) = (self.nfproto(), self.set_name(false), self.set_name(true));
+        for chunk in unique.chunks(netlink::MAX_ELEMENTS_PER_BATCH) {
+            let (mut v4, mut v6) = (Vec::new(), Vec::new());
+            for g in chunk {
+                let e = Element {
+                    key: netlink::element_key(g.source, g.proto.number(), g.port),
+                    timeout: g.timeout.max(std::time::Duration::from_secs(1)),
+                };
+                if self.family_of(g)? {
+                    v6.push(e);
+                } else {
+                    v4.push(e);
+                }
+            }
+            if self.socket.is_none() {
+                self.socket = Some(NfSocket::open()?);
+            }
+            let table = self.cfg.table.clone();
+            let sock = self
+                .socket
+                .as_mut()
+                .ok_or_else(|| Error::Spawn("netlink".into()))?;
+            let result = sock.refresh(fam, &table, &[(set4, v4), (set6, v6)]);
+            if result.is_err() {
+                // A socket that timed out may hold late answers: start afresh next time.
+                self.socket = None;
+            }
+            result?;
+        }
+        Ok(())
+    }
+
     /// The script that opens or refreshes `grants`. An element that exists is deleted
     /// and re-added in the same transaction, which sets its new timeout atomically.
     pub fn grant_script(&self, grants: &[Grant]) -> Result<String, Error> {
         let (f, t) = (self.fam(), &self.cfg.table);
         let mut s = String::new();
         for g in grants {
-            let v6 = match g.source {
-                IpAddr::V4(_) if self.cfg.family.v4() => false,
-                IpAddr::V6(_) if self.cfg.family.v6() => true,
-                _ => {
-                    return Err(Error::Config(format!(
-                        "cannot open {} in a table of family {f}",
-                        g.source
-                    )))
-                }
-            };
+            let v6 = self.family_of(g)?;
             let set = self.set_name(v6);
             let secs = g.timeout.as_secs().max(1);
             let elem = format!("{} . {} . {}", g.source, g.proto.name(), g.port);
@@ -395,6 +462,9 @@ impl Firewall for Nftables {
     fn apply(&mut self, grants: &[Grant]) -> Result<(), Error> {
         if grants.is_empty() {
             return Ok(());
+        }
+        if self.cfg.netlink {
+            return self.apply_netlink(grants);
         }
         let script = self.grant_script(grants)?;
         self.run(&["-f", "-"], Some(&script)).map(|_| ())

@@ -1,5 +1,5 @@
 //! `fwknopd.conf`: server settings, fwknop's directives plus posternd's own
-//! (`FIREWALL_TYPE`, `NFT_TABLE`, `NFT_CHAIN`, `NFT_DEFAULT_DROP`, `NFT_EXE`,
+//! (`FIREWALL_TYPE`, `NFT_TABLE`, `NFT_CHAIN`, `NFT_DEFAULT_DROP`, `NFT_EXE`, `NFT_GRANTS`,
 //! `CONTROL_SOCKET`), documented in `doc/configuration.md`.
 
 use std::collections::HashMap;
@@ -54,6 +54,9 @@ pub struct ServerConfig {
     pub nft_default_drop: bool,
     /// `NFT_EXE`.
     pub nft_exe: PathBuf,
+    /// `NFT_GRANTS`: grants over a persistent netlink socket (`netlink`, default) or by
+    /// running nft for each change (`nft`).
+    pub nft_netlink: bool,
     /// `CMD_EXEC_TIMEOUT`, seconds.
     pub cmd_exec_timeout: u64,
     /// `MAX_REPLAY_ENTRIES`: cap of the replay store; when full, new packets are refused.
@@ -195,6 +198,7 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
         nft_chain: None,
         nft_default_drop: false,
         nft_exe: PathBuf::from("nft"),
+        nft_netlink: true,
         cmd_exec_timeout: 5,
         max_replay_entries: 100_000,
         privilege_separation: true,
@@ -284,6 +288,19 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
             }
             "NFT_DEFAULT_DROP" => c.nft_default_drop = boolean(file, &l)?,
             "NFT_EXE" => c.nft_exe = PathBuf::from(&l.value),
+            "NFT_GRANTS" => {
+                c.nft_netlink = match l.value.to_ascii_lowercase().as_str() {
+                    "netlink" => true,
+                    "nft" => false,
+                    _ => {
+                        return Err(err(
+                            file,
+                            &l,
+                            format!("'{}' is not netlink or nft", l.value),
+                        ))
+                    }
+                }
+            }
             "CMD_EXEC_TIMEOUT" => c.cmd_exec_timeout = number(file, &l, 1, 3600)?,
             "PRIVILEGE_SEPARATION" => c.privilege_separation = boolean(file, &l)?,
             "WORKER_USER" => {
@@ -471,6 +488,11 @@ impl ServerConfig {
             yn(self.nft_default_drop)
         ));
         s.push_str(&format!("{:<28}{}\n", "NFT_EXE", self.nft_exe.display()));
+        s.push_str(&format!(
+            "{:<28}{}\n",
+            "NFT_GRANTS",
+            if self.nft_netlink { "netlink" } else { "nft" }
+        ));
         s.push_str(&format!(
             "{:<28}{}\n",
             "CMD_EXEC_TIMEOUT", self.cmd_exec_timeout

@@ -37,7 +37,10 @@ fn firewall_failures_open_nothing_and_are_repaired() {
     )
     .unwrap();
     lab.configure(
-        &format!("NFT_DEFAULT_DROP Y\nNFT_EXE {}\n", wrapper.display()),
+        &format!(
+            "NFT_DEFAULT_DROP Y\nNFT_EXE {}\nNFT_GRANTS nft\n",
+            wrapper.display()
+        ),
         "SOURCE ANY\nKEY enc-1\nHMAC_KEY hmac-1\n",
     );
     lab.start(&[]);
@@ -285,5 +288,53 @@ fn the_packet_parser_runs_unprivileged_and_is_restarted() {
         "{}",
         lab.log()
     );
+    lab.stop();
+}
+
+/// The default grant path (one persistent netlink socket): the element carries the
+/// requested timeout and expires in the kernel; a refresh resets it; a table deleted under
+/// posternd makes the netlink batch fail (ENOENT), and the base is reinstalled.
+#[test]
+fn netlink_grants_expire_in_the_kernel_and_survive_a_deleted_table() {
+    if !ready("netlink_grants_expire_in_the_kernel_and_survive_a_deleted_table") {
+        return;
+    }
+    let mut lab = Lab::new(&[22, 23]);
+    lab.configure(
+        "NFT_DEFAULT_DROP Y\n",
+        "SOURCE ANY\nKEY enc-1\nHMAC_KEY hmac-1\n",
+    );
+    lab.start(&[]);
+    knock(&lab, 22, &["-f", "4"]);
+    assert!(
+        lab.c1.wait_open(SRV, 22, Duration::from_secs(5)),
+        "{}",
+        lab.log()
+    );
+    let el = lab.elements();
+    assert!(
+        el.contains(&format!("{C1} . tcp . 22 timeout 4s expires")),
+        "{el}"
+    );
+    let mut c = lab.srv.cmd("nft");
+    c.args(["delete", "table", "inet", "postern"]);
+    postern_testkit::sh(&mut c);
+    knock(&lab, 23, &["-f", "4"]);
+    assert!(
+        lab.c1.wait_open(SRV, 23, Duration::from_secs(5)),
+        "not repaired\n{}",
+        lab.log()
+    );
+    assert!(lab.log().contains("base reinstalled"), "{}", lab.log());
+    assert!(lab.ruleset().contains("policy drop"));
+    assert!(
+        !lab.c1.can_connect(SRV, 22, SHORT),
+        "the repair must not bring back what the deleted table held"
+    );
+    assert!(
+        lab.c1.wait_closed(SRV, 23, Duration::from_secs(8)),
+        "the kernel did not close the grant"
+    );
+    assert_eq!(lab.status()["firewall_errors"], 0);
     lab.stop();
 }
