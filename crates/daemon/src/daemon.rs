@@ -253,29 +253,173 @@ impl Daemon {
     /// The privileged half: check the decision against the configuration again (it may
     /// come from the unprivileged worker), record the digest durably, then act.
     pub fn apply_decided(&mut self, x: Decided, now: u64) -> Outcome {
-        let src = x.meta.src.ip();
-        if let Err(why) = self.validate(&x.decision) {
-            self.refuse("invalid_request");
-            let msg = format!("{src}: request refused by the privileged part: {why}");
-            log::error(&msg);
-            return Outcome::Refused(msg);
+        self.apply_batch(vec![x], now)
+            .pop()
+            .unwrap_or_else(|| Outcome::Refused("nothing decided".into()))
+    }
+
+    /// The privileged half for several decisions at once, one outcome each, in order:
+    /// each is re-checked (stanza, replay store, capacity); their digests are recorded
+    /// with one write and one `fdatasync`; the grants of all of them go to the firewall
+    /// as one transaction (each decision on its own if that fails). Nothing is acted on
+    /// before its digest is durable.
+    pub fn apply_batch(&mut self, xs: Vec<Decided>, now: u64) -> Vec<Outcome> {
+        let mut out: Vec<Option<Outcome>> = (0..xs.len()).map(|_| None).collect();
+        let mut accepted = Vec::new();
+        let mut in_batch = std::collections::HashSet::new();
+        for (i, x) in xs.iter().enumerate() {
+            let src = x.meta.src.ip();
+            if let Err(why) = self.validate(&x.decision) {
+                self.refuse("invalid_request");
+                let msg = format!("{src}: request refused by the privileged part: {why}");
+                log::error(&msg);
+                out[i] = Some(Outcome::Refused(msg));
+            } else if self.replay.contains(&x.key) || in_batch.contains(&x.key) {
+                // The worker's mirror lags behind requests in flight: the store decides.
+                self.refuse("replay");
+                log::info(&format!("{src}: refused: {}", Reason::Replay));
+                out[i] = Some(Outcome::Refused(Reason::Replay.to_string()));
+            } else if self.replay.len() + accepted.len() >= self.replay.cap()
+                && !matches!(x.decision.verdict, Verdict::Drop(_))
+            {
+                self.refuse("replay_store_full");
+                let msg = format!(
+                    "{src}: the replay store is full ({} entries, MAX_REPLAY_ENTRIES); nothing opened until entries expire",
+                    self.replay.len()
+                );
+                log::warn(&msg);
+                out[i] = Some(Outcome::Refused(msg));
+            } else {
+                in_batch.insert(x.key);
+                accepted.push(i);
+            }
         }
-        if self.replay.is_full() && !matches!(x.decision.verdict, Verdict::Drop(_)) {
-            self.refuse("replay_store_full");
-            let msg = format!(
-                "{src}: the replay store is full ({} entries, MAX_REPLAY_ENTRIES); nothing opened until entries expire",
-                self.replay.len()
+        let items: Vec<(ReplayKey, Meta)> =
+            accepted.iter().map(|&i| (xs[i].key, xs[i].meta)).collect();
+        if let Err(e) = self.replay.record_many(&items, now) {
+            for &i in &accepted {
+                self.refuse("replay_store");
+                let msg = format!(
+                    "{}: cannot record the replay digest ({e}); nothing opened",
+                    xs[i].meta.src.ip()
+                );
+                log::error(&msg);
+                out[i] = Some(Outcome::Refused(msg));
+            }
+            return out.into_iter().flatten().collect();
+        }
+        // Grants together; everything else (commands, cycles, refusals, --test) alone.
+        let mut pending = Vec::new();
+        for &i in &accepted {
+            let x = &xs[i];
+            let src = x.meta.src.ip();
+            match &x.decision.verdict {
+                Verdict::Grant(g) if !self.test_mode => {
+                    let (stanza, who) = self.who(&x.decision, src);
+                    let (grants, desc) = self.prepare_grants(g, now);
+                    pending.push((i, stanza, who, grants, desc));
+                }
+                _ => out[i] = Some(self.act(x.decision.clone(), src, now)),
+            }
+        }
+        if !pending.is_empty() {
+            let all: Vec<postern_fw::Grant> =
+                pending.iter().flat_map(|p| p.3.iter().copied()).collect();
+            let together = self.apply_with_repair(&all);
+            for (i, stanza, who, grants, desc) in pending {
+                let result = match &together {
+                    Ok(()) => Ok(()),
+                    Err(e) if all.len() == grants.len() => Err(e.clone()),
+                    Err(_) => self.apply_with_repair(&grants),
+                };
+                out[i] = Some(self.finish_grant(result, &stanza, &who, &grants, &desc, now));
+            }
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::Refused("not decided".into())))
+            .collect()
+    }
+
+    /// Stanza name and the "who" prefix of log lines.
+    fn who(&self, decision: &Decision, src: IpAddr) -> (String, String) {
+        let stanza = self.stanza_name(decision.stanza);
+        let who = match &decision.username {
+            Some(u) => format!("{src} (stanza {stanza}, user '{}')", u.escape_default()),
+            None => format!("{src} (stanza {stanza})"),
+        };
+        (stanza, who)
+    }
+
+    /// The firewall grants of a decision, with the ledger's effective timeouts, and
+    /// their description for the log.
+    fn prepare_grants(
+        &self,
+        g: &crate::pipeline::authorize::GrantDecision,
+        now: u64,
+    ) -> (Vec<postern_fw::Grant>, String) {
+        let mut grants = apply::grants(g);
+        for gr in &mut grants {
+            let t = self.ledger.effective_timeout(
+                (gr.source, gr.proto, gr.port),
+                gr.timeout.as_secs(),
+                now,
             );
-            log::warn(&msg);
-            return Outcome::Refused(msg);
+            gr.timeout = Duration::from_secs(t);
         }
-        if let Err(e) = self.replay.record(x.key, x.meta, now) {
-            self.refuse("replay_store");
-            let msg = format!("{src}: cannot record the replay digest ({e}); nothing opened");
-            log::error(&msg);
-            return Outcome::Refused(msg);
+        let shown: Vec<String> = grants
+            .iter()
+            .map(|x| format!("{}/{}", x.proto.name(), x.port))
+            .collect();
+        let desc = format!("{} for {} ({}s)", g.allow, shown.join(","), g.timeout);
+        (grants, desc)
+    }
+
+    /// Apply grants; if the firewall refuses, reinstall the base (the table may have
+    /// been deleted under us) and try once more.
+    fn apply_with_repair(&mut self, grants: &[postern_fw::Grant]) -> Result<(), postern_fw::Error> {
+        self.fw
+            .apply(grants)
+            .or_else(|first| match self.fw.setup(false) {
+                Ok(()) => {
+                    log::warn(&format!(
+                        "firewall change refused ({first}); base reinstalled"
+                    ));
+                    self.fw.apply(grants)
+                }
+                Err(_) => Err(first),
+            })
+    }
+
+    /// Book-keeping and the log line once the firewall answered.
+    fn finish_grant(
+        &mut self,
+        result: Result<(), postern_fw::Error>,
+        stanza: &str,
+        who: &str,
+        grants: &[postern_fw::Grant],
+        desc: &str,
+        now: u64,
+    ) -> Outcome {
+        match result {
+            Ok(()) => {
+                for gr in grants {
+                    self.ledger.record(
+                        (gr.source, gr.proto, gr.port),
+                        stanza,
+                        now + gr.timeout.as_secs(),
+                    );
+                }
+                self.counters.grants += grants.len() as u64;
+                log::info(&format!("{who}: granted {desc}"));
+                Outcome::Granted(grants.iter().map(ToString::to_string).collect())
+            }
+            Err(e) => {
+                self.counters.firewall_errors += 1;
+                let msg = format!("{who}: NOT opened {desc}: {e}");
+                log::error(&msg);
+                Outcome::Refused(msg)
+            }
         }
-        self.act(x.decision, src, now)
     }
 
     /// Re-check a decision: the stanza exists and permits exactly this.
@@ -365,11 +509,7 @@ impl Daemon {
     }
 
     fn act(&mut self, decision: Decision, src: IpAddr, now: u64) -> Outcome {
-        let stanza = self.stanza_name(decision.stanza);
-        let who = match &decision.username {
-            Some(u) => format!("{src} (stanza {stanza}, user '{}')", u.escape_default()),
-            None => format!("{src} (stanza {stanza})"),
-        };
+        let (stanza, who) = self.who(&decision, src);
         match decision.verdict {
             Verdict::Drop(reason) => {
                 let label = reason.label();
@@ -386,56 +526,13 @@ impl Daemon {
                 Outcome::Refused(reason.to_string())
             }
             Verdict::Grant(g) => {
-                let mut grants = apply::grants(&g);
-                for gr in &mut grants {
-                    let t = self.ledger.effective_timeout(
-                        (gr.source, gr.proto, gr.port),
-                        gr.timeout.as_secs(),
-                        now,
-                    );
-                    gr.timeout = Duration::from_secs(t);
-                }
-                let shown: Vec<String> = grants
-                    .iter()
-                    .map(|x| format!("{}/{}", x.proto.name(), x.port))
-                    .collect();
-                let desc = format!("{} for {} ({}s)", g.allow, shown.join(","), g.timeout);
+                let (grants, desc) = self.prepare_grants(&g, now);
                 if self.test_mode {
                     log::info(&format!("{who}: would open {desc} (--test)"));
                     return Outcome::WouldAct(desc);
                 }
-                let applied = self.fw.apply(&grants).or_else(|first| {
-                    // The base may be gone (table deleted under us): reinstall it, once.
-                    match self.fw.setup(false) {
-                        Ok(()) => {
-                            log::warn(&format!(
-                                "firewall change refused ({first}); base reinstalled"
-                            ));
-                            self.fw.apply(&grants)
-                        }
-                        Err(_) => Err(first),
-                    }
-                });
-                match applied {
-                    Ok(()) => {
-                        for gr in &grants {
-                            self.ledger.record(
-                                (gr.source, gr.proto, gr.port),
-                                &stanza,
-                                now + gr.timeout.as_secs(),
-                            );
-                        }
-                        self.counters.grants += grants.len() as u64;
-                        log::info(&format!("{who}: granted {desc}"));
-                        Outcome::Granted(grants.iter().map(ToString::to_string).collect())
-                    }
-                    Err(e) => {
-                        self.counters.firewall_errors += 1;
-                        let msg = format!("{who}: NOT opened {desc}: {e}");
-                        log::error(&msg);
-                        Outcome::Refused(msg)
-                    }
-                }
+                let result = self.apply_with_repair(&grants);
+                self.finish_grant(result, &stanza, &who, &grants, &desc, now)
             }
             Verdict::Command(c) => {
                 if self.test_mode {
@@ -541,6 +638,7 @@ impl Daemon {
 
     /// Status as JSON.
     pub fn status_json(&mut self, now: u64, extra: &serde_json::Value) -> serde_json::Value {
+        let mut v = self.counters_json(extra);
         let active: Vec<serde_json::Value> = self
             .ledger
             .active(now)
@@ -555,6 +653,13 @@ impl Daemon {
                 })
             })
             .collect();
+        v["active"] = serde_json::Value::Array(active);
+        v
+    }
+
+    /// Status without the list of open grants: cheap at any number of grants (for
+    /// monitoring and the benchmark).
+    pub fn counters_json(&self, extra: &serde_json::Value) -> serde_json::Value {
         let mut counters = self.counters.clone();
         let mut parts = vec![serde_json::json!({
             "part": if self.worker.is_some() { "privileged: firewall, replay store, commands" } else { "all" },
@@ -589,7 +694,6 @@ impl Daemon {
             "replay_entries": self.replay.len(),
             "core_dumps": if nix::sys::prctl::get_dumpable().unwrap_or(true) { "enabled" } else { "disabled" },
             "intake": extra["intake"],
-            "active": active,
         })
     }
 }
@@ -787,6 +891,71 @@ mod tests {
         assert!(granted(&d.handle(&packet(2, T, 22), T)));
         // After one window the guard is gone (the age check covers the rest).
         assert!(granted(&d.handle(&packet(3, T + 100, 22), T + 121)));
+    }
+
+    #[test]
+    fn a_batch_is_one_transaction_and_duplicates_in_flight_are_refused() {
+        use crate::pipeline::authorize::GrantDecision;
+        let mem = Memory::default();
+        let mut d = Daemon::new(
+            config("SOURCE ANY\nKEY enc\nHMAC_KEY mac\nOPEN_PORTS tcp/22\n"),
+            Box::new(mem.clone()),
+            ReplayStore::in_memory(240, 1000),
+            false,
+        );
+        let x = |key: u8, port: u16, allow: &str| Decided {
+            key: ReplayKey([key; 32]),
+            meta: Meta {
+                proto: 17,
+                src: "198.18.1.2:1".parse().unwrap(),
+                dst: "198.18.1.1:62201".parse().unwrap(),
+            },
+            decision: Decision {
+                verdict: Verdict::Grant(GrantDecision {
+                    allow: allow.parse().unwrap(),
+                    ports: vec![postern_proto::PortSpec {
+                        proto: postern_proto::Protocol::Tcp,
+                        port,
+                    }],
+                    timeout: 30,
+                }),
+                stanza: Some(0),
+                burn: true,
+                username: None,
+            },
+        };
+        let out = d.apply_batch(
+            vec![
+                x(1, 22, "198.18.1.2"),
+                x(2, 22, "198.18.1.3"),
+                x(1, 22, "198.18.1.2"),
+                x(3, 23, "198.18.1.4"),
+            ],
+            T,
+        );
+        assert!(matches!(&out[0], Outcome::Granted(_)), "{out:?}");
+        assert!(matches!(&out[1], Outcome::Granted(_)), "{out:?}");
+        assert!(
+            matches!(&out[2], Outcome::Refused(r) if r.contains("replay")),
+            "{out:?}"
+        );
+        assert!(
+            matches!(&out[3], Outcome::Refused(r) if r.contains("not open")),
+            "{out:?}"
+        );
+        assert_eq!(mem.record.lock().unwrap().batches, vec![2]);
+        assert!(d.knows(&ReplayKey([2; 32])) && !d.knows(&ReplayKey([3; 32])));
+        // Already recorded: refused by the privileged part even if the worker sends it.
+        let again = d.apply_batch(vec![x(2, 22, "198.18.1.3")], T);
+        assert!(matches!(&again[0], Outcome::Refused(r) if r.contains("replay")));
+        // A refusing firewall: each decision is tried alone, none is reported open.
+        *mem.fail_apply.lock().unwrap() = Some("boom".into());
+        let out = d.apply_batch(vec![x(4, 22, "198.18.1.5"), x(5, 22, "198.18.1.6")], T);
+        assert!(out
+            .iter()
+            .all(|o| matches!(o, Outcome::Refused(r) if r.contains("NOT opened"))));
+        assert_eq!(d.counters.firewall_errors, 2);
+        assert_eq!(mem.record.lock().unwrap().batches, vec![2]);
     }
 
     #[test]

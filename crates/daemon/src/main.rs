@@ -23,7 +23,7 @@ use postern_capture::afpacket::PacketSocket;
 use postern_capture::udp::UdpIntake;
 use postern_capture::Datagram;
 use postern_fw::nftables::{NftConfig, Nftables};
-use postern_proto::Protocol;
+use postern_proto::{Protocol, ReplayKey};
 use posternd::config::Config;
 use posternd::control::{self, Request};
 use posternd::daemon::{status_text, Daemon, Outcome, Step, WorkerInfo};
@@ -630,6 +630,8 @@ fn run_worker(config: Config, cli: &Cli) -> Result<ExitCode> {
     });
     writeln!(stdout, "{ready}")?;
     stdout.flush()?;
+    // Results come back in the order the requests went out; requests are not waited
+    // for one by one (the privileged part commits them in groups).
     let (rtx, rrx) = mpsc::channel::<bool>();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
@@ -654,8 +656,17 @@ fn run_worker(config: Config, cli: &Cli) -> Result<ExitCode> {
     let mut last_tick = Instant::now();
     let mut last_stats = Instant::now();
     let mut reported = u64::MAX;
+    let mut in_flight: std::collections::VecDeque<(ReplayKey, posternd::replay::Meta)> =
+        std::collections::VecDeque::new();
     loop {
-        let event = rx.recv_timeout(Duration::from_millis(100));
+        let first = rx.recv_timeout(Duration::from_millis(100));
+        while let Ok(recorded) = rrx.try_recv() {
+            if let Some((key, meta)) = in_flight.pop_front() {
+                if recorded {
+                    daemon.remember(key, meta, now());
+                }
+            }
+        }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             daemon.counters.dropped = kernel_drops(&sockets, &dropped);
             daemon.tick(now());
@@ -673,14 +684,25 @@ fn run_worker(config: Config, cli: &Cli) -> Result<ExitCode> {
             reported = moved;
             last_stats = Instant::now();
         }
-        if let Ok(Event::Packet(d)) = event {
-            if let Step::Decided(x) = daemon.decide(&d, now()) {
-                writeln!(stdout, "{}", posternd::privsep::encode_decided(&x))?;
-                stdout.flush()?;
-                if rrx.recv_timeout(Duration::from_secs(30)).unwrap_or(false) {
-                    daemon.remember(x.key, x.meta, now());
+        // Whatever else is queued is handled now and sent with one flush.
+        let mut event = first.ok();
+        let mut budget = 512;
+        let mut wrote = false;
+        while let Some(e) = event.take() {
+            if let Event::Packet(d) = e {
+                if let Step::Decided(x) = daemon.decide(&d, now()) {
+                    writeln!(stdout, "{}", posternd::privsep::encode_decided(&x))?;
+                    in_flight.push_back((x.key, x.meta));
+                    wrote = true;
                 }
             }
+            budget -= 1;
+            if budget > 0 {
+                event = rx.try_recv().ok();
+            }
+        }
+        if wrote {
+            stdout.flush()?;
         }
     }
 }
@@ -761,8 +783,12 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
     let extra = serde_json::json!({ "intake": intake });
     let mut last_tick = Instant::now();
     let mut restarts: Vec<Instant> = Vec::new();
+    let mut stashed: Option<Event> = None;
     loop {
-        let event = rx.recv_timeout(Duration::from_millis(500));
+        let event = match stashed.take() {
+            Some(e) => Ok(e),
+            None => rx.recv_timeout(Duration::from_millis(500)),
+        };
         if last_tick.elapsed() >= Duration::from_secs(1) {
             daemon.counters.dropped = kernel_drops(&packet_sockets, &dropped);
             daemon.tick(now());
@@ -773,8 +799,21 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
                 daemon.handle(&d, now());
             }
             Ok(Event::Worker(line)) => {
+                // The worker's requests that are already queued go as one group: one
+                // fdatasync and one firewall transaction for all of them.
+                let mut lines = vec![line];
+                while lines.len() < 256 {
+                    match rx.try_recv() {
+                        Ok(Event::Worker(l)) => lines.push(l),
+                        Ok(other) => {
+                            stashed = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 if let Some(w) = worker.as_mut() {
-                    worker_line(&mut daemon, w, &line);
+                    worker_lines(&mut daemon, w, lines);
                 }
             }
             Ok(Event::WorkerGone) => {
@@ -807,6 +846,7 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
                 let answer = match req.command.as_str() {
                     "status" => status_text(&daemon.status_json(now(), &extra)),
                     "status-json" => format!("{}\n", daemon.status_json(now(), &extra)),
+                    "counters-json" => format!("{}\n", daemon.counters_json(&extra)),
                     "ping" => "pong\n".into(),
                     "stop" => {
                         let _ = req.reply.send("stopping\n".into());
@@ -833,37 +873,53 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line from the worker: a decision to check and carry out, or its counters.
-fn worker_line(daemon: &mut Daemon, w: &mut WorkerProc, line: &str) {
+/// Lines from the worker: decisions to check and carry out (as one group), or its
+/// counters. Every decision line gets one answer, in order.
+fn worker_lines(daemon: &mut Daemon, w: &mut WorkerProc, lines: Vec<String>) {
     use std::io::Write as _;
-    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-    match v["t"].as_str() {
-        Some("stats") => {
-            if let Some(info) = daemon.worker.as_mut() {
-                info.counters = posternd::privsep::decode_stats(&v);
+    // Per decision line: Some(index into `batch`) or None (malformed).
+    let mut slots: Vec<Option<usize>> = Vec::new();
+    let mut batch = Vec::new();
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        match v["t"].as_str() {
+            Some("stats") => {
+                if let Some(info) = daemon.worker.as_mut() {
+                    info.counters = posternd::privsep::decode_stats(&v);
+                }
             }
-        }
-        Some("decided") => {
-            let recorded = match posternd::privsep::decode_decided(line) {
+            Some("decided") => match posternd::privsep::decode_decided(line) {
                 Ok(x) => {
-                    let key = x.key;
-                    daemon.apply_decided(x, now());
-                    daemon.knows(&key)
+                    slots.push(Some(batch.len()));
+                    batch.push(x);
                 }
                 Err(e) => {
                     log::error(&format!("malformed request from the worker refused: {e}"));
-                    false
+                    slots.push(None);
                 }
-            };
-            let reply = serde_json::json!({"t": "result", "recorded": recorded});
-            if writeln!(w.stdin, "{reply}")
-                .and_then(|()| w.stdin.flush())
-                .is_err()
-            {
-                log::error("cannot answer the worker");
-            }
+            },
+            _ => log::error("unreadable line from the worker ignored"),
         }
-        _ => log::error("unreadable line from the worker ignored"),
+    }
+    if slots.is_empty() {
+        return;
+    }
+    let keys: Vec<ReplayKey> = batch.iter().map(|x| x.key).collect();
+    daemon.apply_batch(batch, now());
+    let mut replies = String::new();
+    for slot in slots {
+        let recorded = slot.is_some_and(|i| daemon.knows(&keys[i]));
+        replies.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"t": "result", "recorded": recorded})
+        ));
+    }
+    if w.stdin
+        .write_all(replies.as_bytes())
+        .and_then(|()| w.stdin.flush())
+        .is_err()
+    {
+        log::error("cannot answer the worker");
     }
 }
 

@@ -175,6 +175,11 @@ impl ReplayStore {
         })
     }
 
+    /// The configured capacity (`MAX_REPLAY_ENTRIES`).
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
     /// Whether the store is full (new packets must then be refused, not forgotten).
     pub fn is_full(&self) -> bool {
         self.seen.len() >= self.cap
@@ -223,6 +228,31 @@ impl ReplayStore {
             self.file_lines += 1;
         }
         self.seen.insert(key, now);
+        Ok(())
+    }
+
+    /// Record several digests with one write and one `fdatasync` (group commit). Only
+    /// after this returns `Ok` may any of these packets be acted on.
+    pub fn record_many(&mut self, items: &[(ReplayKey, Meta)], now: u64) -> io::Result<()> {
+        if let Some(f) = &mut self.file {
+            let mut text = String::with_capacity(items.len() * 120);
+            for (key, meta) in items {
+                text.push_str(&format!(
+                    "{key} {} {} {} {} {} {now}\n",
+                    meta.proto,
+                    meta.src.ip(),
+                    meta.src.port(),
+                    meta.dst.ip(),
+                    meta.dst.port()
+                ));
+            }
+            f.write_all(text.as_bytes())?;
+            f.sync_data()?;
+            self.file_lines += items.len();
+        }
+        for (key, _) in items {
+            self.seen.insert(*key, now);
+        }
         Ok(())
     }
 

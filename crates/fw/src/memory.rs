@@ -11,6 +11,8 @@ pub struct Record {
     pub setups: Vec<bool>,
     /// Applied grants, in order.
     pub grants: Vec<Grant>,
+    /// Number of grants in each successful `apply` call (one transaction each).
+    pub batches: Vec<usize>,
     /// Teardowns, with their keep_base flag.
     pub teardowns: Vec<bool>,
 }
@@ -43,11 +45,12 @@ impl Firewall for Memory {
         {
             return Err(Error::Refused(m));
         }
-        self.record
+        let mut r = self
+            .record
             .lock()
-            .map_err(|_| Error::Refused("poisoned".into()))?
-            .grants
-            .extend_from_slice(grants);
+            .map_err(|_| Error::Refused("poisoned".into()))?;
+        r.grants.extend_from_slice(grants);
+        r.batches.push(grants.len());
         Ok(())
     }
 
