@@ -198,6 +198,12 @@ impl PacketSocket {
         }
     }
 
+    /// Set the receive buffer (see [`crate::set_receive_buffer`]).
+    pub fn set_receive_buffer(&self, bytes: usize) -> io::Result<usize> {
+        use std::os::fd::AsFd as _;
+        crate::set_receive_buffer(self.fd.as_fd(), bytes)
+    }
+
     /// Read and reset the kernel's packet and drop counters.
     pub fn stats(&self) -> io::Result<Stats> {
         let mut st = libc::tpacket_stats {

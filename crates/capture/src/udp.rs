@@ -32,6 +32,12 @@ impl UdpIntake {
         Ok(UdpIntake { sock, port })
     }
 
+    /// Set the receive buffer (see [`crate::set_receive_buffer`]).
+    pub fn set_receive_buffer(&self, bytes: usize) -> io::Result<usize> {
+        use std::os::fd::AsFd as _;
+        crate::set_receive_buffer(self.sock.as_fd(), bytes)
+    }
+
     /// Receive one datagram (blocking). Payloads longer than `buf` are truncated, as in
     /// fwknopd's listener; the codec then refuses them by size.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Datagram> {

@@ -335,6 +335,12 @@ impl Daemon {
                 out[i] = Some(self.finish_grant(result, &stanza, &who, &grants, &desc, now));
             }
         }
+        // The group's digests reach the disk now; a `kill -9` could not lose them anyway
+        // (they are in the page cache since the write), and a power loss is covered by
+        // the clean-shutdown marker.
+        if let Err(e) = self.replay.sync() {
+            log::error(&format!("cannot sync the replay store: {e}"));
+        }
         out.into_iter()
             .map(|o| o.unwrap_or_else(|| Outcome::Refused("not decided".into())))
             .collect()
@@ -627,6 +633,9 @@ impl Daemon {
     /// With a default-drop table the base stays, so the host stays closed.
     pub fn shutdown(&mut self) {
         self.run_closes(0, true);
+        if let Err(e) = self.replay.close() {
+            log::error(&format!("cannot close the replay store cleanly: {e}"));
+        }
         if self.test_mode || !self.config.server.flush_at_exit {
             return;
         }

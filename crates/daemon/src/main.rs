@@ -392,7 +392,13 @@ fn open_replay(config: &Config, test: bool) -> Result<(ReplayStore, Option<u64>)
     log::warn(&format!(
         "the replay store {} {}: for the next {} s only packets stamped after this start are accepted",
         path.display(),
-        if opened.existed { "is damaged" } else { "did not exist (first start?)" },
+        if !opened.existed {
+            "did not exist (first start?)"
+        } else if opened.unclean {
+            "was not closed cleanly (crash, power loss or kill -9)"
+        } else {
+            "is damaged"
+        },
         config.server.max_packet_age
     ));
     Ok((opened.store, Some(start)))
@@ -447,11 +453,20 @@ struct Intake {
     packet: Vec<Arc<PacketSocket>>,
 }
 
+/// Receive buffer asked for each capture socket: a flood queues in the kernel for a
+/// moment instead of being dropped while the reader is briefly descheduled.
+const RECEIVE_BUFFER: usize = 8 << 20;
+
 /// Open the capture sockets.
 fn open_intake(config: &Config) -> Result<Intake> {
     let port = config.server.spa_port;
     if config.server.udp_server {
         let udp = UdpIntake::bind(port).with_context(|| format!("cannot bind UDP port {port}"))?;
+        if let Err(e) = udp.set_receive_buffer(RECEIVE_BUFFER) {
+            log::warn(&format!(
+                "UDP intake: cannot enlarge the receive buffer: {e}"
+            ));
+        }
         return Ok(Intake {
             desc: format!("UDP socket on port {port}"),
             udp: Some(udp),
@@ -463,6 +478,11 @@ fn open_intake(config: &Config) -> Result<Intake> {
         let s = PacketSocket::open(iface, port).with_context(|| {
             format!("cannot capture on interface '{iface}' (AF_PACKET needs CAP_NET_RAW)")
         })?;
+        if let Err(e) = s.set_receive_buffer(RECEIVE_BUFFER) {
+            log::warn(&format!(
+                "capture on {iface}: cannot enlarge the receive buffer: {e}"
+            ));
+        }
         packet.push(Arc::new(s));
     }
     Ok(Intake {
@@ -475,20 +495,25 @@ fn open_intake(config: &Config) -> Result<Intake> {
     })
 }
 
-/// Start one reader thread per socket feeding `tx`. Returns the description and the
-/// packet sockets (for their kernel drop counters).
-fn start_intake(
-    intake: Intake,
-    tx: &SyncSender<Event>,
-    dropped: &Arc<AtomicU64>,
-) -> (String, Vec<Arc<PacketSocket>>) {
+/// What a reader thread does with each datagram.
+type Sink = Arc<dyn Fn(Datagram) + Send + Sync>;
+
+/// A sink that queues datagrams for the main loop (counted as dropped when it is full).
+fn channel_sink(tx: &SyncSender<Event>, dropped: &Arc<AtomicU64>) -> Sink {
+    let (tx, dropped) = (tx.clone(), dropped.clone());
+    Arc::new(move |d| forward(&tx, &dropped, d))
+}
+
+/// Start one reader thread per socket handing datagrams to `sink`. Returns the
+/// description and the packet sockets (for their kernel drop counters).
+fn start_intake(intake: Intake, sink: &Sink) -> (String, Vec<Arc<PacketSocket>>) {
     if let Some(udp) = intake.udp {
-        let (tx, dropped) = (tx.clone(), dropped.clone());
+        let sink = sink.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 1500];
             loop {
                 match udp.recv(&mut buf) {
-                    Ok(d) => forward(&tx, &dropped, d),
+                    Ok(d) => sink(d),
                     Err(e) => {
                         log::error(&format!("UDP intake: {e}"));
                         std::thread::sleep(Duration::from_secs(1));
@@ -498,12 +523,12 @@ fn start_intake(
         });
     }
     for s in &intake.packet {
-        let (s, tx, dropped) = (s.clone(), tx.clone(), dropped.clone());
+        let (s, sink) = (s.clone(), sink.clone());
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
             loop {
                 match s.recv(&mut buf) {
-                    Ok(d) => forward(&tx, &dropped, d),
+                    Ok(d) => sink(d),
                     Err(e) => {
                         log::error(&format!("capture on {}: {e}", s.iface));
                         std::thread::sleep(Duration::from_secs(1));
@@ -599,6 +624,58 @@ fn spawn_worker(
     ))
 }
 
+/// The worker's state, shared by its reader threads (which decide each datagram as it
+/// arrives: no queue and no thread hand-off per packet), the thread that reads the
+/// privileged part's answers, and the thread that ticks and reports counters.
+struct WorkerState {
+    daemon: Daemon,
+    /// Requests sent and not yet answered, in order.
+    in_flight: std::collections::VecDeque<(ReplayKey, posternd::replay::Meta)>,
+    out: std::io::Stdout,
+    /// Answers read from the privileged part (by a thread that never waits for this
+    /// state, so the two processes can never block each other).
+    results: mpsc::Receiver<bool>,
+    /// Writing to the privileged part failed: it is gone.
+    broken: bool,
+}
+
+impl WorkerState {
+    /// Take in the answers that arrived: digests recorded join the mirror.
+    fn absorb_results(&mut self) {
+        while let Ok(recorded) = self.results.try_recv() {
+            if let Some((key, meta)) = self.in_flight.pop_front() {
+                if recorded {
+                    self.daemon.remember(key, meta, now());
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, d: &Datagram) {
+        use std::io::Write as _;
+        self.absorb_results();
+        if let Step::Decided(x) = self.daemon.decide(d, now()) {
+            let line = format!("{}\n", posternd::privsep::encode_decided(&x));
+            let mut out = self.out.lock();
+            if out
+                .write_all(line.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                self.broken = true;
+            }
+            self.in_flight.push_back((x.key, x.meta));
+        }
+    }
+}
+
+fn lock(state: &std::sync::Mutex<WorkerState>) -> std::sync::MutexGuard<'_, WorkerState> {
+    // A reader thread that panicked leaves the state usable: keep serving.
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// `posternd --worker`: capture, decode and authorize as an unprivileged user; send
 /// decisions about packets that decrypted to the privileged part on stdout.
 fn run_worker(config: Config, cli: &Cli) -> Result<ExitCode> {
@@ -606,7 +683,6 @@ fn run_worker(config: Config, cli: &Cli) -> Result<ExitCode> {
     if cli.syslog_internal {
         log::init(false);
     }
-    let (tx, rx) = mpsc::sync_channel::<Event>(8192);
     let dropped = Arc::new(AtomicU64::new(0));
     let intake = open_intake(&config)?;
     // A read-only mirror of the replay store: the privileged part owns the file.
@@ -623,13 +699,15 @@ fn run_worker(config: Config, cli: &Cli) -> Result<ExitCode> {
     posternd::privsep::drop_privileges(&user)
         .map_err(|e| anyhow!("worker: cannot drop privileges to '{user}': {e}"))?;
     let landlock = posternd::privsep::deny_filesystem();
-    let (intake, sockets) = start_intake(intake, &tx, &dropped);
-    let mut stdout = std::io::stdout().lock();
-    let ready = serde_json::json!({
-        "t": "ready", "user": user, "pid": std::process::id(), "intake": intake, "landlock": landlock,
-    });
-    writeln!(stdout, "{ready}")?;
-    stdout.flush()?;
+    let verbose = cli.verbose > 0 || config.server.verbose;
+    let mut daemon = Daemon::new(
+        config,
+        Box::new(postern_fw::memory::Memory::default()),
+        mirror,
+        false,
+    );
+    daemon.verbose = verbose;
+    daemon.not_before = cli.worker_not_before;
     // Results come back in the order the requests went out; requests are not waited
     // for one by one (the privileged part commits them in groups).
     let (rtx, rrx) = mpsc::channel::<bool>();
@@ -644,65 +722,51 @@ fn run_worker(config: Config, cli: &Cli) -> Result<ExitCode> {
         // The privileged part is gone: so is the worker.
         std::process::exit(0);
     });
-    let verbose = cli.verbose > 0 || config.server.verbose;
-    let mut daemon = Daemon::new(
-        config,
-        Box::new(postern_fw::memory::Memory::default()),
-        mirror,
-        false,
-    );
-    daemon.verbose = verbose;
-    daemon.not_before = cli.worker_not_before;
+    let state = Arc::new(std::sync::Mutex::new(WorkerState {
+        daemon,
+        in_flight: std::collections::VecDeque::new(),
+        out: std::io::stdout(),
+        results: rrx,
+        broken: false,
+    }));
+    let sink: Sink = {
+        let state = state.clone();
+        Arc::new(move |d| lock(&state).handle(&d))
+    };
+    // The ready line goes out before any reader thread can write a request.
+    {
+        let st = lock(&state);
+        let mut out = st.out.lock();
+        let intake_desc = intake.desc.clone();
+        let ready = serde_json::json!({
+            "t": "ready", "user": user, "pid": std::process::id(), "intake": intake_desc, "landlock": landlock,
+        });
+        writeln!(out, "{ready}")?;
+        out.flush()?;
+    }
+    let (_, sockets) = start_intake(intake, &sink);
     let mut last_tick = Instant::now();
-    let mut last_stats = Instant::now();
     let mut reported = u64::MAX;
-    let mut in_flight: std::collections::VecDeque<(ReplayKey, posternd::replay::Meta)> =
-        std::collections::VecDeque::new();
     loop {
-        let first = rx.recv_timeout(Duration::from_millis(100));
-        while let Ok(recorded) = rrx.try_recv() {
-            if let Some((key, meta)) = in_flight.pop_front() {
-                if recorded {
-                    daemon.remember(key, meta, now());
-                }
-            }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut st = lock(&state);
+        if st.broken {
+            return Ok(ExitCode::SUCCESS);
         }
+        st.absorb_results();
         if last_tick.elapsed() >= Duration::from_secs(1) {
-            daemon.counters.dropped = kernel_drops(&sockets, &dropped);
-            daemon.tick(now());
+            st.daemon.counters.dropped = kernel_drops(&sockets, &dropped);
+            st.daemon.tick(now());
             last_tick = Instant::now();
         }
         // Counters go to the privileged part at most ten times a second, when they moved.
-        let moved = daemon.counters.examined + daemon.counters.dropped;
-        if moved != reported && last_stats.elapsed() >= Duration::from_millis(100) {
-            writeln!(
-                stdout,
-                "{}",
-                posternd::privsep::encode_stats(&daemon.counters)
-            )?;
-            stdout.flush()?;
+        let moved = st.daemon.counters.examined + st.daemon.counters.dropped;
+        if moved != reported {
+            let line = format!("{}\n", posternd::privsep::encode_stats(&st.daemon.counters));
+            let mut out = st.out.lock();
+            out.write_all(line.as_bytes())?;
+            out.flush()?;
             reported = moved;
-            last_stats = Instant::now();
-        }
-        // Whatever else is queued is handled now and sent with one flush.
-        let mut event = first.ok();
-        let mut budget = 512;
-        let mut wrote = false;
-        while let Some(e) = event.take() {
-            if let Event::Packet(d) = e {
-                if let Step::Decided(x) = daemon.decide(&d, now()) {
-                    writeln!(stdout, "{}", posternd::privsep::encode_decided(&x))?;
-                    in_flight.push_back((x.key, x.meta));
-                    wrote = true;
-                }
-            }
-            budget -= 1;
-            if budget > 0 {
-                event = rx.try_recv().ok();
-            }
-        }
-        if wrote {
-            stdout.flush()?;
         }
     }
 }
@@ -730,7 +794,7 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
         worker_info = Some(info);
         intake
     } else {
-        let (intake, sockets) = start_intake(open_intake(&config)?, &tx, &dropped);
+        let (intake, sockets) = start_intake(open_intake(&config)?, &channel_sink(&tx, &dropped));
         packet_sockets = sockets;
         intake
     };

@@ -2,8 +2,14 @@
 //! file in fwknopd's `digest.cache` format (so an existing cache can be imported).
 //!
 //! * Keyed on the codec's canonical [`ReplayKey`]: a respelling never gets through.
-//! * Crash-safe: a digest is appended and `fdatasync`ed *before* the packet is acted
-//!   on, so a `kill -9` at any moment loses no digest of a packet that opened anything.
+//! * Crash-safe: a digest is appended to the file (`write`, which reports a full or
+//!   read-only disk) *before* the packet is acted on, so a `kill -9` at any moment loses
+//!   no digest of a packet that opened anything (the data is in the kernel's page cache);
+//!   the group is `fdatasync`ed right after the firewall change. What a power loss could
+//!   still take is covered by the clean-shutdown marker: `<file>.clean` is written at a
+//!   clean stop and removed at start; a start without it (crash, power loss, `kill -9`)
+//!   does not trust the file and, for one age window, accepts only packets stamped after
+//!   the start.
 //! * Bounded: an entry is kept for twice the age window after it was recorded (a packet
 //!   older than that fails the age check anyway); the file is rewritten atomically when
 //!   most of its lines are stale. Memory and disk stay proportional to the packets of
@@ -40,6 +46,22 @@ pub struct ReplayStore {
     retain: u64,
     file_lines: usize,
     cap: usize,
+    /// Appended since the last `fdatasync`.
+    dirty: bool,
+}
+
+/// The clean-shutdown marker of a store file.
+fn marker(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".clean");
+    PathBuf::from(name)
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => Ok(()),
+    }
 }
 
 /// A store as opened, with what the loading found.
@@ -49,9 +71,11 @@ pub struct Opened {
     pub store: ReplayStore,
     /// Lines that could not be read, as messages.
     pub warnings: Vec<String>,
-    /// False when the file was missing or damaged: packets captured before this start
-    /// could then be unknown to the store.
+    /// False when the file was missing, damaged or not closed cleanly: packets captured
+    /// before this start could then be unknown to the store.
     pub trusted: bool,
+    /// The file exists but the previous run did not stop cleanly.
+    pub unclean: bool,
     /// Whether the file existed.
     pub existed: bool,
 }
@@ -108,6 +132,7 @@ impl ReplayStore {
             retain,
             file_lines: 0,
             cap,
+            dirty: false,
         }
     }
 
@@ -151,7 +176,18 @@ impl ReplayStore {
             .iter()
             .map(|n| format!("{}:{n}: unreadable replay entry skipped", path.display()))
             .collect();
-        let trusted = existed && loaded.bad_lines.is_empty();
+        // The marker says the previous run synced and closed the file; it is removed now,
+        // so a crash from here on is seen at the next start.
+        let clean = match std::fs::remove_file(marker(path)) {
+            Ok(()) => {
+                sync_dir(path)?;
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        let unclean = existed && !clean;
+        let trusted = existed && loaded.bad_lines.is_empty() && clean;
         let mut seen = loaded.seen;
         if seen.len() > cap {
             let mut v: Vec<(ReplayKey, u64)> = seen.into_iter().collect();
@@ -166,11 +202,13 @@ impl ReplayStore {
             retain,
             file_lines: loaded.lines,
             cap,
+            dirty: false,
         };
         Ok(Opened {
             store,
             warnings,
             trusted,
+            unclean,
             existed,
         })
     }
@@ -194,6 +232,7 @@ impl ReplayStore {
             retain,
             file_lines: 0,
             cap,
+            dirty: false,
         }
     }
 
@@ -212,27 +251,41 @@ impl ReplayStore {
         self.seen.is_empty()
     }
 
-    /// Record a digest durably. Only after this returns `Ok` may the packet be acted on.
+    /// Record a digest and `fdatasync` it.
     pub fn record(&mut self, key: ReplayKey, meta: Meta, now: u64) -> io::Result<()> {
-        if let Some(f) = &mut self.file {
-            let line = format!(
-                "{key} {} {} {} {} {} {now}\n",
-                meta.proto,
-                meta.src.ip(),
-                meta.src.port(),
-                meta.dst.ip(),
-                meta.dst.port()
-            );
-            f.write_all(line.as_bytes())?;
+        self.record_many(&[(key, meta)], now)?;
+        self.sync()
+    }
+
+    /// `fdatasync` what was appended since the last sync.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if let (Some(f), true) = (&self.file, self.dirty) {
             f.sync_data()?;
-            self.file_lines += 1;
         }
-        self.seen.insert(key, now);
+        self.dirty = false;
         Ok(())
     }
 
-    /// Record several digests with one write and one `fdatasync` (group commit). Only
-    /// after this returns `Ok` may any of these packets be acted on.
+    /// A clean stop: sync the file and leave the marker that lets the next start trust it.
+    pub fn close(&mut self) -> io::Result<()> {
+        self.sync()?;
+        if let Some(path) = &self.path {
+            let m = marker(path);
+            let f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&m)?;
+            f.sync_all()?;
+            sync_dir(path)?;
+        }
+        Ok(())
+    }
+
+    /// Append several digests with one `write` (group commit); [`ReplayStore::sync`]
+    /// makes them durable. Only after this returns `Ok` may any of these packets be acted
+    /// on: a full or read-only disk fails here.
     pub fn record_many(&mut self, items: &[(ReplayKey, Meta)], now: u64) -> io::Result<()> {
         if let Some(f) = &mut self.file {
             let mut text = String::with_capacity(items.len() * 120);
@@ -247,7 +300,7 @@ impl ReplayStore {
                 ));
             }
             f.write_all(text.as_bytes())?;
-            f.sync_data()?;
+            self.dirty = true;
             self.file_lines += items.len();
         }
         for (key, _) in items {
@@ -293,6 +346,7 @@ impl ReplayStore {
         }
         self.file = Some(OpenOptions::new().append(true).open(&path)?);
         self.file_lines = self.seen.len();
+        self.dirty = false;
         Ok(())
     }
 }
@@ -323,14 +377,24 @@ mod tests {
         assert!(!o.trusted, "a missing store is not trusted");
         let mut s = o.store;
         s.record(key(1), meta(), 1000).unwrap();
-        s.record(key(2), meta(), 1200).unwrap();
-        drop(s);
+        s.record_many(&[(key(2), meta())], 1200).unwrap();
+        // Appended (a kill -9 now loses nothing) before it is synced.
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with(HEADER));
         assert!(text.contains(" 17 198.18.1.2 4000 0.0.0.0 62201 1000\n"));
-        // Reopen: both still known within the window; the first one is gone after it.
+        assert_eq!(text.lines().count(), 3);
+        // Not closed cleanly: the next start sees it, and still knows both digests.
+        drop(s);
         let o = ReplayStore::open(&path, 1100, 240, 100_000).unwrap();
-        assert!(o.trusted);
+        assert!(!o.trusted && o.unclean);
+        assert!(o.store.contains(&key(1)) && o.store.contains(&key(2)));
+        // A clean stop leaves the marker; the next start trusts the file and removes it.
+        let mut s = o.store;
+        s.close().unwrap();
+        assert!(marker(&path).exists());
+        let o = ReplayStore::open(&path, 1100, 240, 100_000).unwrap();
+        assert!(o.trusted && !o.unclean);
+        assert!(!marker(&path).exists(), "a crash from now on must be seen");
         assert!(o.store.contains(&key(1)) && o.store.contains(&key(2)));
         let mut s = ReplayStore::open(&path, 1300, 240, 100_000).unwrap().store;
         assert!(!s.contains(&key(1)) && s.contains(&key(2)));
