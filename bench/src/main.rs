@@ -1,0 +1,1090 @@
+//! postern-bench: posternd and fwknopd 2.6.10 measured under identical conditions in one
+//! run. Each server runs in its own network namespace (198.18.0.1) behind a default-drop
+//! firewall, protecting a TCP service on port 22; the client namespace (198.18.0.2, plus
+//! 198.18.0.10–.99 for distinct knock sources) sends the same kinds of packets to each.
+//!
+//! Measured per server and run:
+//! 1. knock-to-open latency: one valid SPA packet, then TCP connects polled until one
+//!    completes (median, p99);
+//! 2. a junk flood (random base64 of SPA length, as fast as one sender thread goes):
+//!    packets examined per second, socket drops, CPU and RSS;
+//! 3. legitimate knocks in the middle of that flood: opened on the first packet? how fast;
+//! 4. distinct valid packets turned into grants per second, at a few and at many open
+//!    grants (closed loop: the sender keeps a bounded number of packets in flight).
+//!
+//! Every loop is bounded in count and time; namespaces and processes are removed by the
+//! test kit's guards (processes by PID). Run as root: `sudo ./scripts/bench.sh`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use clap::Parser;
+use postern_proto::{
+    DigestType, EncryptionMode, HmacKey, Key, Keys, MessageType, RandomValue, SpaMessage,
+};
+use postern_testkit::{link, tcp_service, wait_for_line, Netns, Proc, TempDir};
+use socket2::{Domain, Socket, Type};
+
+const SRV: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const CLI: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const SPA_PORT: u16 = 62201;
+const SERVICE_PORT: u16 = 22;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "postern-bench",
+    about = "posternd against fwknopd 2.6.10 in network namespaces; writes bench/RESULTS.md"
+)]
+struct Cli {
+    /// Runs of the whole set (figures are medians with min–max over runs).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Knocks for the latency figure.
+    #[arg(long, default_value_t = 50)]
+    knocks: usize,
+    /// Length of the junk flood, seconds.
+    #[arg(long, default_value_t = 10)]
+    flood_secs: u64,
+    /// TCP connect polling interval while waiting for a port to open, microseconds.
+    #[arg(long, default_value_t = 100)]
+    poll_us: u64,
+    /// Open grants for the "few" grant-rate figure.
+    #[arg(long, default_value_t = 2000)]
+    grants_small: usize,
+    /// Open grants for the "many" grant-rate figure (posternd).
+    #[arg(long, default_value_t = 100_000)]
+    grants_big: usize,
+    /// Grants measured at each level (posternd).
+    #[arg(long, default_value_t = 5000)]
+    grants_step: usize,
+    /// Grants measured at each level (fwknopd, which is much slower).
+    #[arg(long, default_value_t = 200)]
+    fwknopd_grants_step: usize,
+    /// Where the report goes.
+    #[arg(long, default_value = "bench/RESULTS.md")]
+    out: PathBuf,
+    /// Servers to measure.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "fwknopd-udp,fwknopd-pcap,posternd-udp,posternd-afpacket"
+    )]
+    servers: Vec<String>,
+    /// The posternd binary (build it with --release first).
+    #[arg(long, default_value = "target/release/posternd")]
+    posternd: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    FwknopdUdp,
+    FwknopdPcap,
+    PosterndUdp,
+    PosterndAfPacket,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Result<Kind> {
+        Ok(match s {
+            "fwknopd-udp" => Kind::FwknopdUdp,
+            "fwknopd-pcap" => Kind::FwknopdPcap,
+            "posternd-udp" => Kind::PosterndUdp,
+            "posternd-afpacket" => Kind::PosterndAfPacket,
+            other => bail!("unknown server '{other}'"),
+        })
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Kind::FwknopdUdp => "fwknopd-udp",
+            Kind::FwknopdPcap => "fwknopd-pcap",
+            Kind::PosterndUdp => "posternd-udp",
+            Kind::PosterndAfPacket => "posternd-afpacket",
+        }
+    }
+    fn is_fwknopd(self) -> bool {
+        matches!(self, Kind::FwknopdUdp | Kind::FwknopdPcap)
+    }
+    fn is_udp(self) -> bool {
+        matches!(self, Kind::FwknopdUdp | Kind::PosterndUdp)
+    }
+}
+
+/// Key material shared by the server configs and the packet builder.
+struct Material {
+    enc: Vec<u8>,
+    hmac: Vec<u8>,
+}
+
+impl Material {
+    fn new() -> Result<Material> {
+        let mut enc = vec![0; 32];
+        let mut hmac = vec![0; 32];
+        getrandom::getrandom(&mut enc).map_err(|e| anyhow!("{e}"))?;
+        getrandom::getrandom(&mut hmac).map_err(|e| anyhow!("{e}"))?;
+        Ok(Material { enc, hmac })
+    }
+    fn keys(&self) -> Result<Keys> {
+        Keys::new(
+            Key::from_bytes(self.enc.clone()),
+            EncryptionMode::Cbc,
+            Some(HmacKey {
+                key: Key::from_bytes(self.hmac.clone()),
+                digest: DigestType::Sha256,
+            }),
+        )
+        .map_err(|e| anyhow!("{e}"))
+    }
+    fn access_conf(&self) -> String {
+        use base64::Engine as _;
+        let b = base64::engine::general_purpose::STANDARD;
+        format!(
+            "SOURCE ANY\nKEY_BASE64 {}\nHMAC_KEY_BASE64 {}\nHMAC_DIGEST_TYPE SHA256\n\
+             FW_ACCESS_TIMEOUT 900\nMAX_FW_TIMEOUT 900\n",
+            b.encode(&self.enc),
+            b.encode(&self.hmac)
+        )
+    }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A valid SPA packet opening tcp/22 for `allow`, fresh random value and salt.
+fn valid_packet(keys: &Keys, allow: Ipv4Addr) -> Result<Vec<u8>> {
+    let mut fill = |b: &mut [u8]| {
+        let _ = getrandom::getrandom(b);
+    };
+    let m = SpaMessage {
+        random_value: RandomValue::generate(&mut fill),
+        username: "bench".into(),
+        timestamp: now_unix(),
+        version: postern_proto::wire::PROTOCOL_VERSION.to_owned(),
+        message_type: MessageType::Access,
+        message: format!("{allow},tcp/{SERVICE_PORT}"),
+        nat_access: None,
+        server_auth: None,
+        client_timeout: 0,
+    };
+    let mut salt = [0u8; postern_proto::wire::SALT_LEN];
+    fill(&mut salt);
+    let wire = postern_proto::encode(&m, keys, DigestType::Sha256, salt)
+        .map_err(|e| anyhow!("encode: {e}"))?;
+    Ok(wire.into_bytes())
+}
+
+/// Junk that looks like SPA: canonical unpadded base64 of random bytes, 204–232 chars.
+fn junk_payloads(n: usize) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    let b = base64::engine::general_purpose::STANDARD_NO_PAD;
+    (0..n)
+        .map(|i| {
+            let mut raw = vec![0u8; 153 + i % 22];
+            let _ = getrandom::getrandom(&mut raw);
+            b.encode(&raw).into_bytes()
+        })
+        .collect()
+}
+
+/// Run `f` on a thread that has entered network namespace `ns`.
+fn in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<Result<T>> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).with_context(|| path.clone())?;
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+        Ok(f())
+    })
+}
+
+fn join<T>(h: std::thread::JoinHandle<Result<T>>) -> Result<T> {
+    h.join().map_err(|_| anyhow!("a client thread panicked"))?
+}
+
+/// Send one packet from `src`, then poll TCP connects from `src` to the service every
+/// `poll` until one completes: the knock-to-open time, or None after `deadline`.
+fn knock_and_wait(
+    src: Ipv4Addr,
+    payload: &[u8],
+    poll: Duration,
+    deadline: Duration,
+) -> std::io::Result<Option<Duration>> {
+    let udp = UdpSocket::bind((src, 0))?;
+    let target: SocketAddr = (SRV, SERVICE_PORT).into();
+    let local: SocketAddr = (src, 0).into();
+    let t0 = Instant::now();
+    udp.send_to(payload, (SRV, SPA_PORT))?;
+    let mut live: VecDeque<(Instant, Socket)> = VecDeque::new();
+    while t0.elapsed() < deadline {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        s.set_nonblocking(true)?;
+        s.bind(&local.into())?;
+        let _ = s.connect(&target.into()); // EINPROGRESS; a dropped SYN never answers
+        live.push_back((Instant::now(), s));
+        std::thread::sleep(poll);
+        for (_, s) in &live {
+            if s.peer_addr().is_ok() && matches!(s.take_error(), Ok(None)) {
+                return Ok(Some(t0.elapsed()));
+            }
+        }
+        // An attempt whose SYN was dropped stays pending for a second: forget it.
+        while live
+            .front()
+            .is_some_and(|(t, _)| t.elapsed() > Duration::from_millis(5))
+        {
+            live.pop_front();
+        }
+    }
+    Ok(None)
+}
+
+/// Counts something a server reports: grants or packets examined.
+enum Counter {
+    /// posternd's control socket.
+    Posternd(PathBuf),
+    /// Lines containing a needle in fwknopd's log (read incrementally).
+    Log {
+        path: PathBuf,
+        needle: &'static str,
+        offset: u64,
+        count: u64,
+        partial: String,
+    },
+}
+
+impl Counter {
+    fn posternd_json(sock: &Path) -> Result<serde_json::Value> {
+        let text = posternd::control::request(sock, "counters-json")?;
+        Ok(serde_json::from_str(&text)?)
+    }
+    fn log_lines(&mut self) -> Result<u64> {
+        let Counter::Log {
+            path,
+            needle,
+            offset,
+            count,
+            partial,
+        } = self
+        else {
+            return Ok(0);
+        };
+        let mut f = std::fs::File::open(&*path)?;
+        f.seek(SeekFrom::Start(*offset))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        *offset += buf.len() as u64;
+        partial.push_str(&String::from_utf8_lossy(&buf));
+        if let Some(cut) = partial.rfind('\n') {
+            *count += partial[..cut]
+                .lines()
+                .filter(|l| l.contains(*needle))
+                .count() as u64;
+            partial.drain(..=cut);
+        }
+        Ok(*count)
+    }
+    fn grants(&mut self) -> Result<u64> {
+        match self {
+            Counter::Posternd(sock) => Ok(Counter::posternd_json(sock)?["grants"]
+                .as_u64()
+                .unwrap_or(0)),
+            Counter::Log { .. } => self.log_lines(),
+        }
+    }
+}
+
+/// One server under test, in its namespaces.
+struct Lab {
+    kind: Kind,
+    dir: TempDir,
+    srv: Netns,
+    cli: Netns,
+    _svc: Proc,
+    server: Option<Proc>,
+}
+
+impl Lab {
+    fn new(kind: Kind, m: &Material, posternd: &Path) -> Result<Lab> {
+        let dir = TempDir::new("bench");
+        let srv = Netns::new("bs");
+        let cli = Netns::new("bc");
+        link(&srv, &SRV.to_string(), &cli, &CLI.to_string());
+        let iface = postern_testkit::iface_with(&srv, &SRV.to_string());
+        let cli_iface = postern_testkit::iface_with(&cli, &CLI.to_string());
+        let batch: String = (10..100)
+            .map(|i| format!("addr add 198.18.0.{i}/24 dev {cli_iface}\n"))
+            .collect();
+        let mut c = Command::new("ip");
+        c.args(["-n", &cli.name, "-batch", "-"]);
+        c.stdin(std::process::Stdio::piped());
+        let mut child = c.spawn()?;
+        std::io::Write::write_all(
+            &mut child.stdin.take().context("ip stdin")?,
+            batch.as_bytes(),
+        )?;
+        if !child.wait()?.success() {
+            bail!("cannot add client addresses");
+        }
+        let svc = tcp_service(&srv, "0.0.0.0", &[SERVICE_PORT], &dir.join("svc.log"));
+        let write_600 = |name: &str, text: &str| -> Result<()> {
+            let p = dir.join(name);
+            std::fs::write(&p, text)?;
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            Ok(())
+        };
+        let p = |n: &str| dir.join(n).display().to_string();
+        let log = dir.join("server.log");
+        let server = if kind.is_fwknopd() {
+            let mut rules = vec![
+                "-P INPUT DROP",
+                "-A INPUT -i lo -j ACCEPT",
+                "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+            ];
+            if kind.is_udp() {
+                rules.push("-A INPUT -p udp --dport 62201 -j ACCEPT");
+            }
+            for r in rules {
+                let mut argv = vec!["iptables", "-w"];
+                argv.extend(r.split(' '));
+                srv.run(&argv);
+            }
+            write_600(
+                "fwknopd.conf",
+                if kind.is_udp() {
+                    "ENABLE_UDP_SERVER Y\n"
+                } else {
+                    "PCAP_FILTER udp port 62201\n"
+                },
+            )?;
+            write_600("access.conf", &m.access_conf())?;
+            let proc = srv.spawn(
+                &[
+                    "fwknopd",
+                    "-f",
+                    "-c",
+                    &p("fwknopd.conf"),
+                    "-a",
+                    &p("access.conf"),
+                    "-d",
+                    &p("digest.cache"),
+                    "-p",
+                    &p("fwknopd.pid"),
+                    "-r",
+                    &p("run"),
+                    "-i",
+                    &iface,
+                ],
+                &log,
+            );
+            let ready = if kind.is_udp() {
+                "Kicking off UDP server"
+            } else {
+                "main event loop"
+            };
+            wait_for_line(&log, ready, Duration::from_secs(15));
+            // The UDP server logs before it binds: give it a moment.
+            std::thread::sleep(Duration::from_millis(300));
+            proc
+        } else {
+            let intake = if kind.is_udp() {
+                "ENABLE_UDP_SERVER Y\n".to_owned()
+            } else {
+                format!("PCAP_INTF {iface}\n")
+            };
+            write_600(
+                "fwknopd.conf",
+                &format!(
+                    "{intake}NFT_DEFAULT_DROP Y\nDIGEST_FILE {}\nMAX_REPLAY_ENTRIES 400000\nACCESS_FILE {}\n",
+                    p("digest"),
+                    p("access.conf")
+                ),
+            )?;
+            write_600("access.conf", &m.access_conf())?;
+            let bin = posternd.display().to_string();
+            let proc = srv.spawn(
+                &[&bin, "-f", "-c", &p("fwknopd.conf"), "-r", &p("run")],
+                &log,
+            );
+            wait_for_line(&log, "started (pid", Duration::from_secs(15));
+            proc
+        };
+        Ok(Lab {
+            kind,
+            dir,
+            srv,
+            cli,
+            _svc: svc,
+            server: Some(server),
+        })
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.dir.join("run").join("posternd.sock")
+    }
+
+    fn grant_counter(&self) -> Counter {
+        if self.kind.is_fwknopd() {
+            Counter::Log {
+                path: self.dir.join("server.log"),
+                needle: " rule to FWKNOP_INPUT for ",
+                offset: 0,
+                count: 0,
+                partial: String::new(),
+            }
+        } else {
+            Counter::Posternd(self.sock())
+        }
+    }
+
+    fn examined_counter(&self) -> Counter {
+        if self.kind.is_fwknopd() {
+            Counter::Log {
+                path: self.dir.join("server.log"),
+                needle: "received with access source match",
+                offset: 0,
+                count: 0,
+                partial: String::new(),
+            }
+        } else {
+            Counter::Posternd(self.sock())
+        }
+    }
+
+    /// (examined, dropped-before-examination) as the server reports them.
+    fn examined(&self, c: &mut Counter) -> Result<(u64, Option<u64>)> {
+        match c {
+            Counter::Posternd(sock) => {
+                let v = Counter::posternd_json(sock)?;
+                Ok((v["examined"].as_u64().unwrap_or(0), v["dropped"].as_u64()))
+            }
+            Counter::Log { .. } => Ok((c.log_lines()?, None)),
+        }
+    }
+
+    /// The server's processes (posternd: privileged part and worker).
+    fn pids(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.server.iter().map(|p| p.child.id()).collect();
+        if !self.kind.is_fwknopd() {
+            if let Ok(s) = Counter::posternd_json(&self.sock()) {
+                for part in s["parts"].as_array().into_iter().flatten().skip(1) {
+                    if let Some(pid) = part["pid"].as_u64() {
+                        v.push(pid as u32);
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// UDP receive-buffer drops in the server namespace (`Udp: RcvbufErrors`).
+    fn udp_rcvbuf_errors(&self) -> u64 {
+        let out = self.srv.run(&["cat", "/proc/net/snmp"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .filter(|l| l.starts_with("Udp:"))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        if rows.len() < 2 {
+            return 0;
+        }
+        rows[0]
+            .iter()
+            .position(|h| *h == "RcvbufErrors")
+            .and_then(|i| rows[1].get(i))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Ok(dir) = std::env::var("BENCH_KEEP_LOGS") {
+            let _ = std::fs::copy(
+                self.dir.join("server.log"),
+                Path::new(&dir).join(format!("{}.log", self.kind.name())),
+            );
+        }
+        if let Some(mut p) = self.server.take() {
+            // SIGTERM first so each server removes its own rules.
+            let _ = Command::new("kill").arg(p.child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = p.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let Some(after) = s.rfind(')').map(|i| &s[i + 2..]) else {
+        return 0;
+    };
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the command name.
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Figures of one server in one run.
+#[derive(Debug, Default, Clone)]
+struct Figures {
+    lat_median_ms: Option<f64>,
+    lat_p99_ms: Option<f64>,
+    lat_opened: usize,
+    lat_tried: usize,
+    flood_sent_per_s: f64,
+    examined_per_s: f64,
+    socket_drops: Option<u64>,
+    flood_cpu_pct: f64,
+    flood_rss_mb: f64,
+    flood_knocks_opened: usize,
+    flood_knocks_tried: usize,
+    flood_knock_max_ms: Option<f64>,
+    grants_first: Option<f64>,
+    grants_at_small: Option<f64>,
+    grants_at_big: Option<f64>,
+    notes: Vec<String>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied()
+}
+
+fn measure_latency(lab: &Lab, m: &Material, cli: &Cli, f: &mut Figures) -> Result<()> {
+    let keys = m.keys()?;
+    let n = cli.knocks.min(50);
+    let packets: Vec<(Ipv4Addr, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let a = Ipv4Addr::new(198, 18, 0, 10 + i as u8);
+            valid_packet(&keys, a).map(|p| (a, p))
+        })
+        .collect::<Result<_>>()?;
+    let poll = Duration::from_micros(cli.poll_us);
+    let times = join(in_ns(&lab.cli.name, move || {
+        let mut v = Vec::new();
+        for (src, p) in packets {
+            v.push(knock_and_wait(src, &p, poll, Duration::from_secs(3)));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        v
+    }))?;
+    let mut ms: Vec<f64> = Vec::new();
+    for t in times {
+        if let Some(d) = t? {
+            ms.push(d.as_secs_f64() * 1e3);
+        }
+    }
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        eprintln!("  knock-to-open (ms, in order): {ms:.2?}");
+    }
+    f.lat_tried = n;
+    f.lat_opened = ms.len();
+    ms.sort_by(f64::total_cmp);
+    f.lat_median_ms = percentile(&ms, 0.5);
+    f.lat_p99_ms = percentile(&ms, 0.99);
+    Ok(())
+}
+
+fn measure_flood(lab: &Lab, m: &Material, cli: &Cli, f: &mut Figures) -> Result<()> {
+    let keys = m.keys()?;
+    let secs = cli.flood_secs;
+    let payloads = junk_payloads(4096);
+    let mut counter = lab.examined_counter();
+    let pids = lab.pids();
+    let (ex0, drop0) = lab.examined(&mut counter)?;
+    let udp0 = lab.udp_rcvbuf_errors();
+    let cpu0: u64 = pids.iter().map(|&p| cpu_ticks(p)).sum();
+    let start = Instant::now();
+    let sender = in_ns(
+        &lab.cli.name,
+        move || -> std::io::Result<(u64, Duration)> {
+            let s = UdpSocket::bind((CLI, 0))?;
+            s.connect((SRV, SPA_PORT))?;
+            let t0 = Instant::now();
+            let (limit, max) = (Duration::from_secs(secs), 100_000_000u64);
+            let mut sent = 0u64;
+            'outer: while sent < max {
+                for p in &payloads {
+                    // A full queue (ENOBUFS) is the sender's limit, not an error.
+                    if s.send(p).is_ok() {
+                        sent += 1;
+                    }
+                }
+                if t0.elapsed() >= limit {
+                    break 'outer;
+                }
+            }
+            Ok((sent, t0.elapsed()))
+        },
+    );
+    // Legitimate knocks at 30 %, 50 % and 70 % of the flood, one packet each.
+    let mut knocks = Vec::new();
+    for (k, at) in [0.3, 0.5, 0.7].into_iter().enumerate() {
+        let src = Ipv4Addr::new(198, 18, 0, 60 + k as u8);
+        let delay = Duration::from_secs_f64(secs as f64 * at);
+        let keys_bytes = (m.enc.clone(), m.hmac.clone());
+        let poll = Duration::from_micros(cli.poll_us);
+        knocks.push(in_ns(&lab.cli.name, move || -> Result<Option<Duration>> {
+            let mat = Material {
+                enc: keys_bytes.0,
+                hmac: keys_bytes.1,
+            };
+            std::thread::sleep(delay);
+            let p = valid_packet(&mat.keys()?, src)?;
+            Ok(knock_and_wait(src, &p, poll, Duration::from_secs(3))?)
+        }));
+    }
+    let _ = keys;
+    // BENCH_PERF=DIR: a CPU profile of the server during the flood (perf record).
+    let perf = std::env::var("BENCH_PERF").ok().map(|dir| {
+        let pid_list: Vec<String> = pids.iter().map(u32::to_string).collect();
+        Command::new("perf")
+            .args(["record", "-q", "-F", "1999", "-o"])
+            .arg(Path::new(&dir).join(format!("{}.perf", lab.kind.name())))
+            .args(["-p", &pid_list.join(","), "--", "sleep"])
+            .arg(secs.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+    });
+    let mut rss_max = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let rss: u64 = pids.iter().map(|&p| rss_kb(p)).sum();
+        rss_max = rss_max.max(rss);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (sent, took) = join(sender)??;
+    if let Some(Ok(mut p)) = perf {
+        let _ = p.wait();
+    }
+    let cpu1: u64 = pids.iter().map(|&p| cpu_ticks(p)).sum();
+    // What was queued when the sender stopped is examined within this grace period.
+    std::thread::sleep(Duration::from_secs(2));
+    let (ex1, drop1) = lab.examined(&mut counter)?;
+    let udp1 = lab.udp_rcvbuf_errors();
+    let mut opened = Vec::new();
+    for k in knocks {
+        if let Some(d) = join(k)?? {
+            opened.push(d.as_secs_f64() * 1e3);
+        }
+    }
+    let t = took.as_secs_f64();
+    f.flood_sent_per_s = sent as f64 / t;
+    f.examined_per_s = (ex1 - ex0) as f64 / t;
+    f.socket_drops = if lab.kind.is_udp() {
+        Some(udp1 - udp0 + drop1.unwrap_or(0) - drop0.unwrap_or(0))
+    } else {
+        match (drop0, drop1) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        }
+    };
+    let hz = 100.0; // USER_HZ on Linux
+    f.flood_cpu_pct = (cpu1 - cpu0) as f64 / hz / t * 100.0;
+    f.flood_rss_mb = rss_max as f64 / 1024.0;
+    f.flood_knocks_tried = 3;
+    f.flood_knocks_opened = opened.len();
+    f.flood_knock_max_ms = opened.iter().copied().reduce(f64::max);
+    Ok(())
+}
+
+/// Send `count` distinct valid packets (allow addresses from `first`), keeping at most
+/// `window` of them ungranted; the grant rate from the first packet to the last grant.
+fn grant_phase(
+    lab: &Lab,
+    m: &Material,
+    first: u32,
+    count: usize,
+    window: u64,
+    limit: Duration,
+) -> Result<(f64, u64)> {
+    let keys = m.keys()?;
+    let base_ip = u32::from(Ipv4Addr::new(10, 0, 0, 1));
+    let packets: Vec<Vec<u8>> = (0..count as u32)
+        .map(|i| valid_packet(&keys, Ipv4Addr::from(base_ip + first + i)))
+        .collect::<Result<_>>()?;
+    let mut counter = lab.grant_counter();
+    let base = counter.grants()?;
+    let mut progress = lab.grant_counter();
+    let _ = progress.grants()?;
+    let handle = in_ns(&lab.cli.name, move || -> Result<(f64, u64)> {
+        let s = UdpSocket::bind((CLI, 0))?;
+        s.connect((SRV, SPA_PORT))?;
+        let t0 = Instant::now();
+        let mut sent = 0u64;
+        let mut granted = 0u64;
+        let mut last_progress = Instant::now();
+        let mut last_seen = 0u64;
+        let total = packets.len() as u64;
+        while granted < total && t0.elapsed() < limit {
+            while sent < total && sent - granted < window {
+                if s.send(&packets[sent as usize]).is_ok() {
+                    sent += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_micros(500));
+            granted = progress.grants()?.saturating_sub(base);
+            if granted > last_seen {
+                last_seen = granted;
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() > Duration::from_secs(5) {
+                break; // lost packets: stop and report what was granted
+            }
+        }
+        let t = last_progress.duration_since(t0).as_secs_f64().max(1e-6);
+        Ok((granted as f64 / t, granted))
+    });
+    join(handle)?
+}
+
+fn measure_grants(lab: &Lab, m: &Material, cli: &Cli, f: &mut Figures) -> Result<()> {
+    let fw = lab.kind.is_fwknopd();
+    let (step, window) = if fw {
+        (cli.fwknopd_grants_step, 8)
+    } else {
+        (cli.grants_step, 128)
+    };
+    let limit = Duration::from_secs(if fw { 240 } else { 120 });
+    let mut next = 0u32;
+    let (r, n) = grant_phase(lab, m, next, step, window, limit)?;
+    next += n as u32;
+    f.grants_first = Some(r);
+    // Fill to the "few" level, then measure.
+    if (next as usize) < cli.grants_small {
+        let (_, n) = grant_phase(
+            lab,
+            m,
+            next,
+            cli.grants_small - next as usize,
+            window,
+            limit,
+        )?;
+        next += n as u32;
+    }
+    let (r, n) = grant_phase(lab, m, next, step, window, limit)?;
+    next += n as u32;
+    f.grants_at_small = Some(r);
+    if fw {
+        let minutes = cli.grants_big as f64 / r.max(1e-3) / 60.0;
+        f.notes.push(format!(
+            "{}: not filled to {} grants (about {minutes:.0} min at its measured rate)",
+            lab.kind.name(),
+            cli.grants_big
+        ));
+        return Ok(());
+    }
+    // Fill to the "many" level in chunks (packets must stay within the age window).
+    while (next as usize) < cli.grants_big {
+        let chunk = (cli.grants_big - next as usize).min(20_000);
+        let (_, n) = grant_phase(lab, m, next, chunk, window, limit)?;
+        if n == 0 {
+            break;
+        }
+        next += n as u32;
+    }
+    let (r, _) = grant_phase(lab, m, next, step, window, limit)?;
+    f.grants_at_big = Some(r);
+    Ok(())
+}
+
+fn run_one(kind: Kind, m: &Material, cli: &Cli) -> Result<Figures> {
+    let lab = Lab::new(kind, m, &cli.posternd)?;
+    let mut f = Figures::default();
+    measure_latency(&lab, m, cli, &mut f)?;
+    measure_flood(&lab, m, cli, &mut f)?;
+    measure_grants(&lab, m, cli, &mut f)?;
+    Ok(f)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(|l| l.to_owned()))
+        .unwrap_or_default();
+    let kernel = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{cores} cores ({cpu}), {}, Linux {kernel}",
+        mem.replace("MemTotal:", "memory")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+/// Median, min and max of the present values.
+fn stats(v: &[Option<f64>]) -> Option<(f64, f64, f64)> {
+    let mut x: Vec<f64> = v.iter().flatten().copied().collect();
+    if x.is_empty() {
+        return None;
+    }
+    x.sort_by(f64::total_cmp);
+    Some((x[x.len() / 2], x[0], x[x.len() - 1]))
+}
+
+fn fmt_num(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn cell(v: &[Option<f64>]) -> String {
+    match stats(v) {
+        None => "—".into(),
+        Some((med, lo, hi)) if v.len() > 1 => {
+            format!("{} ({}–{})", fmt_num(med), fmt_num(lo), fmt_num(hi))
+        }
+        Some((med, _, _)) => fmt_num(med),
+    }
+}
+
+struct Row {
+    name: &'static str,
+    get: fn(&Figures) -> Option<f64>,
+    higher_is_better: bool,
+}
+
+fn report(cli: &Cli, all: &BTreeMap<Kind, Vec<Figures>>, took: Duration) -> String {
+    let rows = [
+        Row {
+            name: "knock-to-open median (ms)",
+            get: |f| f.lat_median_ms,
+            higher_is_better: false,
+        },
+        Row {
+            name: "knock-to-open p99 (ms)",
+            get: |f| f.lat_p99_ms,
+            higher_is_better: false,
+        },
+        Row {
+            name: "knocks opened (of those sent)",
+            get: |f| Some(f.lat_opened as f64 / f.lat_tried.max(1) as f64 * 100.0),
+            higher_is_better: true,
+        },
+        Row {
+            name: "junk sent by the flooder (packets/s)",
+            get: |f| Some(f.flood_sent_per_s),
+            higher_is_better: true,
+        },
+        Row {
+            name: "junk examined (packets/s)",
+            get: |f| Some(f.examined_per_s),
+            higher_is_better: true,
+        },
+        Row {
+            name: "socket / ring drops during the flood",
+            get: |f| f.socket_drops.map(|d| d as f64),
+            higher_is_better: false,
+        },
+        Row {
+            name: "CPU during the flood (% of one core)",
+            get: |f| Some(f.flood_cpu_pct),
+            higher_is_better: false,
+        },
+        Row {
+            name: "RSS during the flood (MB, max)",
+            get: |f| Some(f.flood_rss_mb),
+            higher_is_better: false,
+        },
+        Row {
+            name: "knocks in the flood opened on the first packet (%)",
+            get: |f| {
+                Some(f.flood_knocks_opened as f64 / f.flood_knocks_tried.max(1) as f64 * 100.0)
+            },
+            higher_is_better: true,
+        },
+        Row {
+            name: "slowest of those knocks (ms)",
+            get: |f| f.flood_knock_max_ms,
+            higher_is_better: false,
+        },
+        Row {
+            name: "grants/s, first grants",
+            get: |f| f.grants_first,
+            higher_is_better: true,
+        },
+        Row {
+            name: "grants/s at ~2,000 open",
+            get: |f| f.grants_at_small,
+            higher_is_better: true,
+        },
+        Row {
+            name: "grants/s at ~100,000 open",
+            get: |f| f.grants_at_big,
+            higher_is_better: true,
+        },
+    ];
+    let kinds: Vec<Kind> = all.keys().copied().collect();
+    let mut s = String::new();
+    s.push_str("# postern benchmark results\n\n");
+    s.push_str("Regenerated by `sudo ./scripts/bench.sh` (`postern-bench`, in `bench/`). Do not edit by hand.\n\n");
+    s.push_str(&format!(
+        "- date: {}\n- machine: {}\n- fwknopd: {}\n- posternd: {} (release build)\n- runs: {} (each cell: median, and min–max over the runs)\n- knocks for latency: {}; flood: {} s from one sender thread; TCP connect polled every {} µs\n- total time: {:.0} s\n\n",
+        Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default(),
+        machine(),
+        Command::new("fwknopd").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().replace('\n', " ")).unwrap_or_default(),
+        env!("CARGO_PKG_VERSION"),
+        cli.runs,
+        cli.knocks,
+        cli.flood_secs,
+        cli.poll_us,
+        took.as_secs_f64()
+    ));
+    s.push_str("| figure |");
+    for k in &kinds {
+        s.push_str(&format!(" {} |", k.name()));
+    }
+    let ratios: Vec<(Kind, Kind)> = [
+        (Kind::PosterndUdp, Kind::FwknopdUdp),
+        (Kind::PosterndAfPacket, Kind::FwknopdUdp),
+        (Kind::PosterndAfPacket, Kind::FwknopdPcap),
+    ]
+    .into_iter()
+    .filter(|(a, b)| all.contains_key(a) && all.contains_key(b))
+    .collect();
+    for (a, b) in &ratios {
+        s.push_str(&format!(" {} / {} |", a.name(), b.name()));
+    }
+    s.push('\n');
+    s.push_str(&"|---".repeat(1 + kinds.len() + ratios.len()));
+    s.push_str("|\n");
+    for row in &rows {
+        s.push_str(&format!("| {} |", row.name));
+        for k in &kinds {
+            let v: Vec<Option<f64>> = all[k].iter().map(row.get).collect();
+            s.push_str(&format!(" {} |", cell(&v)));
+        }
+        for (a, b) in &ratios {
+            let va: Vec<Option<f64>> = all[a].iter().map(row.get).collect();
+            let vb: Vec<Option<f64>> = all[b].iter().map(row.get).collect();
+            let r = match (stats(&va), stats(&vb)) {
+                (Some((x, _, _)), Some((y, _, _))) if y > 0.0 => {
+                    let r = x / y;
+                    let better = if row.higher_is_better {
+                        r > 1.0
+                    } else {
+                        r < 1.0
+                    };
+                    format!(
+                        "{}×{}",
+                        fmt_num(r),
+                        if better && (r - 1.0).abs() > 0.05 {
+                            " ✓"
+                        } else {
+                            ""
+                        }
+                    )
+                }
+                _ => "—".into(),
+            };
+            s.push_str(&format!(" {r} |"));
+        }
+        s.push('\n');
+    }
+    let mut notes: Vec<String> = all
+        .values()
+        .flatten()
+        .flat_map(|f| f.notes.clone())
+        .collect();
+    notes.sort();
+    notes.dedup();
+    if !notes.is_empty() {
+        s.push_str("\nNotes:\n");
+        for n in notes {
+            s.push_str(&format!("- {n}\n"));
+        }
+    }
+    s.push_str("\nHow each figure is taken: see `bench/README.md`.\n");
+    s
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let kinds: Vec<Kind> = cli
+        .servers
+        .iter()
+        .map(|s| Kind::parse(s))
+        .collect::<Result<_>>()?;
+    if !postern_testkit::can_run("postern-bench", &["ip", "nft", "iptables", "fwknopd"]) {
+        bail!("the benchmark needs root, ip, nft, iptables and fwknopd");
+    }
+    if !cli.posternd.is_file() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p posternd`",
+            cli.posternd.display()
+        );
+    }
+    let m = Material::new()?;
+    let start = Instant::now();
+    let mut all: BTreeMap<Kind, Vec<Figures>> = BTreeMap::new();
+    for run in 1..=cli.runs {
+        for &k in &kinds {
+            eprintln!("run {run}/{}: {} ...", cli.runs, k.name());
+            let t = Instant::now();
+            let f = run_one(k, &m, &cli).with_context(|| format!("{} run {run}", k.name()))?;
+            eprintln!("  {:.0} s: {f:?}", t.elapsed().as_secs_f64());
+            all.entry(k).or_default().push(f);
+        }
+    }
+    let text = report(&cli, &all, start.elapsed());
+    if let Some(dir) = cli.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&cli.out, &text)?;
+    print!("{text}");
+    Ok(())
+}
