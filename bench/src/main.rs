@@ -311,6 +311,7 @@ struct Lab {
     cli: Netns,
     _svc: Proc,
     server: Option<Proc>,
+    posternd: PathBuf,
 }
 
 impl Lab {
@@ -425,6 +426,7 @@ impl Lab {
             cli,
             _svc: svc,
             server: Some(server),
+            posternd: posternd.to_owned(),
         })
     }
 
@@ -510,10 +512,12 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         if let Ok(dir) = std::env::var("BENCH_KEEP_LOGS") {
-            let _ = std::fs::copy(
-                self.dir.join("server.log"),
-                Path::new(&dir).join(format!("{}.log", self.kind.name())),
-            );
+            for log in ["server", "offline"] {
+                let _ = std::fs::copy(
+                    self.dir.join(&format!("{log}.log")),
+                    Path::new(&dir).join(format!("{}-{log}.log", self.kind.name())),
+                );
+            }
         }
         if let Some(mut p) = self.server.take() {
             // SIGTERM first so each server removes its own rules.
@@ -571,6 +575,7 @@ struct Figures {
     flood_knocks_opened: usize,
     flood_knocks_tried: usize,
     flood_knock_max_ms: Option<f64>,
+    offline_per_s: Option<f64>,
     grants_first: Option<f64>,
     grants_at_small: Option<f64>,
     grants_at_big: Option<f64>,
@@ -822,9 +827,127 @@ fn measure_grants(lab: &Lab, m: &Material, cli: &Cli, f: &mut Figures) -> Result
     Ok(())
 }
 
+/// A pcap file (Ethernet, IPv4, UDP to the SPA port) holding `payloads`.
+fn pcap_file(payloads: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payloads.len() * 300);
+    // magic, version 2.4 (two u16), thiszone, sigfigs, snaplen, linktype Ethernet
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    for v in [0u32, 0, 65535, 1] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for (i, p) in payloads.iter().enumerate() {
+        let udp_len = 8 + p.len();
+        let ip_len = 20 + udp_len;
+        let frame_len = (14 + ip_len) as u32;
+        for v in [
+            1_700_000_000u32 + (i / 1000) as u32,
+            (i % 1000) as u32 * 1000,
+            frame_len,
+            frame_len,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00]);
+        let mut ip = vec![0x45, 0];
+        ip.extend_from_slice(&(ip_len as u16).to_be_bytes());
+        ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+        ip.extend_from_slice(&CLI.octets());
+        ip.extend_from_slice(&SRV.octets());
+        let sum: u32 = ip
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        let sum = (sum & 0xffff) + (sum >> 16);
+        let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        out.extend_from_slice(&ip);
+        out.extend_from_slice(&40000u16.to_be_bytes());
+        out.extend_from_slice(&SPA_PORT.to_be_bytes());
+        out.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// Offline: the same file of junk read by each server's pcap-file mode, one thread,
+/// no socket in the way: the cost of examining a packet, in packets per second.
+fn measure_offline(lab: &Lab, f: &mut Figures) -> Result<()> {
+    const N: usize = 100_000;
+    let file = lab.dir.join("junk.pcap");
+    std::fs::write(&file, pcap_file(&junk_payloads(N)))?;
+    let p = |n: &str| lab.dir.join(n).display().to_string();
+    let log = std::fs::File::create(lab.dir.join("offline.log"))?;
+    let mut c = if lab.kind.is_fwknopd() {
+        let mut c = lab.srv.cmd("fwknopd");
+        c.args([
+            "-f",
+            "--pcap-file",
+            &p("junk.pcap"),
+            "-c",
+            &p("fwknopd.conf"),
+        ])
+        .args(["-a", &p("access.conf"), "-d", &p("offline.cache")])
+        .args(["-p", &p("offline.pid"), "-r", &p("offline-run")]);
+        c
+    } else {
+        let mut c = lab.srv.cmd(&lab.posternd.display().to_string());
+        c.args([
+            "-c",
+            &p("fwknopd.conf"),
+            "--pcap-file",
+            &p("junk.pcap"),
+            "-t",
+        ]);
+        c
+    };
+    c.stdout(log.try_clone()?).stderr(log);
+    // fwknopd stays in its loop at the end of the file: watch its log instead.
+    let mut counter = Counter::Log {
+        path: lab.dir.join("offline.log"),
+        needle: if lab.kind.is_fwknopd() {
+            "received with access source match"
+        } else {
+            ": refused: "
+        },
+        offset: 0,
+        count: 0,
+        partial: String::new(),
+    };
+    let t0 = Instant::now();
+    let mut child = c.spawn()?;
+    let (mut examined, mut last) = (0u64, t0);
+    let mut exited = None;
+    while t0.elapsed() < Duration::from_secs(600) && last.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+        exited = child.try_wait()?;
+        let n = counter.log_lines()?;
+        if n > examined {
+            (examined, last) = (n, Instant::now());
+        }
+        if examined >= N as u64 || exited.is_some() {
+            break;
+        }
+    }
+    let took = last.duration_since(t0).as_secs_f64().max(1e-6);
+    let _ = child.kill();
+    let _ = child.wait();
+    if examined < N as u64 * 9 / 10 || exited.is_some_and(|st| !st.success()) {
+        f.notes.push(format!(
+            "{}: offline run examined {examined} of {N} ({exited:?})",
+            lab.kind.name()
+        ));
+    }
+    f.offline_per_s = Some(examined as f64 / took);
+    Ok(())
+}
+
 fn run_one(kind: Kind, m: &Material, cli: &Cli) -> Result<Figures> {
     let lab = Lab::new(kind, m, &cli.posternd)?;
     let mut f = Figures::default();
+    measure_offline(&lab, &mut f)?;
     measure_latency(&lab, m, cli, &mut f)?;
     measure_flood(&lab, m, cli, &mut f)?;
     measure_grants(&lab, m, cli, &mut f)?;
@@ -893,7 +1016,7 @@ fn cell(v: &[Option<f64>]) -> String {
 }
 
 struct Row {
-    name: &'static str,
+    name: String,
     get: fn(&Figures) -> Option<f64>,
     higher_is_better: bool,
 }
@@ -901,69 +1024,77 @@ struct Row {
 fn report(cli: &Cli, all: &BTreeMap<Kind, Vec<Figures>>, took: Duration) -> String {
     let rows = [
         Row {
-            name: "knock-to-open median (ms)",
+            name: "knock-to-open median (ms)".into(),
             get: |f| f.lat_median_ms,
             higher_is_better: false,
         },
         Row {
-            name: "knock-to-open p99 (ms)",
+            name: "knock-to-open p99 (ms)".into(),
             get: |f| f.lat_p99_ms,
             higher_is_better: false,
         },
         Row {
-            name: "knocks opened (of those sent)",
+            name: "knocks that opened (%)".into(),
             get: |f| Some(f.lat_opened as f64 / f.lat_tried.max(1) as f64 * 100.0),
             higher_is_better: true,
         },
         Row {
-            name: "junk sent by the flooder (packets/s)",
+            name: "junk sent by the flooder (packets/s)".into(),
             get: |f| Some(f.flood_sent_per_s),
             higher_is_better: true,
         },
         Row {
-            name: "junk examined (packets/s)",
+            name: "junk examined (packets/s)".into(),
             get: |f| Some(f.examined_per_s),
             higher_is_better: true,
         },
         Row {
-            name: "socket / ring drops during the flood",
+            name: "socket / ring drops during the flood".into(),
             get: |f| f.socket_drops.map(|d| d as f64),
             higher_is_better: false,
         },
         Row {
-            name: "CPU during the flood (% of one core)",
+            name: "CPU during the flood (% of one core)".into(),
             get: |f| Some(f.flood_cpu_pct),
             higher_is_better: false,
         },
         Row {
-            name: "RSS during the flood (MB, max)",
+            name: "RSS during the flood (MB, max)".into(),
             get: |f| Some(f.flood_rss_mb),
             higher_is_better: false,
         },
         Row {
-            name: "knocks in the flood opened on the first packet (%)",
+            name: "knocks in the flood opened on the first packet (%)".into(),
             get: |f| {
                 Some(f.flood_knocks_opened as f64 / f.flood_knocks_tried.max(1) as f64 * 100.0)
             },
             higher_is_better: true,
         },
         Row {
-            name: "slowest of those knocks (ms)",
+            name: "slowest of those knocks (ms)".into(),
             get: |f| f.flood_knock_max_ms,
             higher_is_better: false,
         },
         Row {
-            name: "grants/s, first grants",
+            name: "offline: junk examined from a pcap file (packets/s, one thread)".into(),
+            get: |f| f.offline_per_s,
+            higher_is_better: true,
+        },
+        Row {
+            name: format!(
+                "grants/s, first grants (fwknopd: {}, posternd: {})",
+                cli.fwknopd_grants_step, cli.grants_step
+            ),
             get: |f| f.grants_first,
             higher_is_better: true,
         },
         Row {
-            name: "grants/s at ~2,000 open",
+            name: format!("grants/s at ~{} open", cli.grants_small),
             get: |f| f.grants_at_small,
             higher_is_better: true,
         },
         Row {
-            name: "grants/s at ~100,000 open",
+            name: format!("grants/s at ~{} open (posternd only)", cli.grants_big),
             get: |f| f.grants_at_big,
             higher_is_better: true,
         },
@@ -1035,6 +1166,7 @@ fn report(cli: &Cli, all: &BTreeMap<Kind, Vec<Figures>>, took: Duration) -> Stri
         }
         s.push('\n');
     }
+    s.push_str(&targets(all));
     let mut notes: Vec<String> = all
         .values()
         .flatten()
@@ -1049,6 +1181,76 @@ fn report(cli: &Cli, all: &BTreeMap<Kind, Vec<Figures>>, took: Duration) -> Stri
         }
     }
     s.push_str("\nHow each figure is taken: see `bench/README.md`.\n");
+    s
+}
+
+/// The median of one figure over the runs of `k`.
+fn median(
+    all: &BTreeMap<Kind, Vec<Figures>>,
+    k: Kind,
+    get: fn(&Figures) -> Option<f64>,
+) -> Option<f64> {
+    all.get(&k)
+        .and_then(|v| stats(&v.iter().map(get).collect::<Vec<_>>()))
+        .map(|(m, _, _)| m)
+}
+
+/// The issue's targets, checked against the medians.
+fn targets(all: &BTreeMap<Kind, Vec<Figures>>) -> String {
+    let mut s = String::from("\nTargets (posternd, medians of the runs above):\n\n");
+    let mark = |ok: bool| if ok { "met" } else { "NOT met" };
+    let fw_udp = median(all, Kind::FwknopdUdp, |f| Some(f.examined_per_s));
+    for k in [Kind::PosterndUdp, Kind::PosterndAfPacket] {
+        if !all.contains_key(&k) {
+            continue;
+        }
+        let n = k.name();
+        let get = |g: fn(&Figures) -> Option<f64>| median(all, k, g);
+        if let (Some(med), Some(p99)) = (get(|f| f.lat_median_ms), get(|f| f.lat_p99_ms)) {
+            s.push_str(&format!(
+                "- {n}: knock-to-open median {med:.2} ms (target ≤ 1 ms: {}), p99 {p99:.2} ms (target ≤ 3 ms: {})\n",
+                mark(med <= 1.0),
+                mark(p99 <= 3.0)
+            ));
+        }
+        if let (Some(ex), Some(drops)) = (
+            get(|f| Some(f.examined_per_s)),
+            get(|f| f.socket_drops.map(|d| d as f64)),
+        ) {
+            let ratio = fw_udp.map(|b| ex / b.max(1e-9));
+            s.push_str(&format!(
+                "- {n}: junk examined {ex:.0}/s = {} fwknopd-udp's rate (target ≥ 50×: {}); drops at the sender's rate: {drops:.0} (target 0: {})\n",
+                ratio.map_or("—".into(), |r| format!("{r:.0}×")),
+                mark(ratio.is_some_and(|r| r >= 50.0)),
+                mark(drops == 0.0)
+            ));
+        }
+        let runs = &all[&k];
+        let all_opened = runs
+            .iter()
+            .all(|f| f.flood_knocks_opened == f.flood_knocks_tried);
+        let slowest = runs
+            .iter()
+            .filter_map(|f| f.flood_knock_max_ms)
+            .fold(0.0, f64::max);
+        s.push_str(&format!(
+            "- {n}: knocks inside the flood, all runs: {} opened on the first packet, slowest {slowest:.2} ms (target: all, ≤ 10 ms: {})\n",
+            if all_opened { "all" } else { "NOT all" },
+            mark(all_opened && slowest <= 10.0)
+        ));
+        if let (Some(a), Some(b)) = (get(|f| f.grants_at_small), get(|f| f.grants_at_big)) {
+            s.push_str(&format!(
+                "- {n}: grants/s {a:.0} at the small level, {b:.0} at the large one (target ≥ 10,000 and flat: {})\n",
+                mark(a >= 10_000.0 && b >= 10_000.0 && b >= 0.8 * a)
+            ));
+        }
+        if let Some(rss) = get(|f| Some(f.flood_rss_mb)) {
+            s.push_str(&format!(
+                "- {n}: RSS during the flood {rss:.1} MB, both processes (target ≤ 10 MB: {})\n",
+                mark(rss <= 10.0)
+            ));
+        }
+    }
     s
 }
 

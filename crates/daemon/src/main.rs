@@ -357,6 +357,8 @@ fn run_pcap(
     let mut d = Daemon::new(config, fw, replay, test);
     d.not_before = not_before;
     d.setup_firewall().map_err(|e| anyhow!("{e}"))?;
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for (_, dg) in &packets {
         let outcome = d.handle(dg, now());
         let text = match outcome {
@@ -366,9 +368,10 @@ fn run_pcap(
             Outcome::Cycle(n) => format!("cycle: {n} command(s)"),
             Outcome::WouldAct(w) => format!("would act: {w}"),
         };
-        println!("{} -> {}: {text}", dg.src, dg.dst);
+        writeln!(out, "{} -> {}: {text}", dg.src, dg.dst)?;
     }
-    println!("{} packet(s) processed", packets.len());
+    writeln!(out, "{} packet(s) processed", packets.len())?;
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Benchmark posternd against fwknopd 2.6.10 in network namespaces and write
+# bench/RESULTS.md (see bench/README.md). Run as root on an otherwise idle machine.
+#   sudo ./scripts/bench.sh                 # 3 runs of everything (about 15 minutes)
+#   sudo ./scripts/bench.sh --runs 1        # a quick look
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/deps.sh
+source scripts/deps.sh
+cargo build --release --locked -p posternd -p postern-bench
+exec ./target/release/postern-bench --posternd target/release/posternd "$@"
