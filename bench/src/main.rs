@@ -1290,3 +1290,49 @@ fn main() -> Result<()> {
     print!("{text}");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pcap_file_reads_back_as_the_same_datagrams() {
+        let payloads = junk_payloads(50);
+        let file = pcap_file(&payloads);
+        let read = postern_capture::pcapfile::read(&file, Some(SPA_PORT)).expect("pcap");
+        assert_eq!(read.len(), 50);
+        for ((_, d), p) in read.iter().zip(&payloads) {
+            assert_eq!(&d.payload, p);
+            assert_eq!(d.src.ip(), std::net::IpAddr::V4(CLI));
+            assert_eq!(d.dst, SocketAddr::from((SRV, SPA_PORT)));
+        }
+    }
+
+    #[test]
+    fn junk_looks_like_spa_and_valid_packets_decode() {
+        for p in junk_payloads(100) {
+            assert!((204..=232).contains(&p.len()), "{}", p.len());
+            assert!(p
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/'));
+        }
+        let m = Material::new().expect("keys");
+        let keys = m.keys().expect("keys");
+        let p = valid_packet(&keys, Ipv4Addr::new(10, 0, 0, 1)).expect("encode");
+        let opened = postern_proto::decode(&p, &keys).expect("decode");
+        assert_eq!(opened.message.message, "10.0.0.1,tcp/22");
+    }
+
+    #[test]
+    fn medians_ranges_and_percentiles() {
+        assert_eq!(
+            stats(&[Some(3.0), None, Some(1.0), Some(2.0)]),
+            Some((2.0, 1.0, 3.0))
+        );
+        assert_eq!(stats(&[None]), None);
+        let v: Vec<f64> = (1..=50).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), Some(26.0));
+        assert_eq!(percentile(&v, 0.99), Some(50.0));
+        assert_eq!(cell(&[Some(1.5), Some(2.5), Some(2.0)]), "2.00 (1.50–2.50)");
+    }
+}
