@@ -777,7 +777,7 @@ fn grant_phase(
                     sent += 1;
                 }
             }
-            std::thread::sleep(Duration::from_micros(500));
+            std::thread::sleep(Duration::from_millis(1));
             granted = progress.grants()?.saturating_sub(base);
             if granted > last_seen {
                 last_seen = granted;

@@ -507,10 +507,18 @@ fn channel_sink(tx: &SyncSender<Event>, dropped: &Arc<AtomicU64>) -> Sink {
     Arc::new(move |d| forward(&tx, &dropped, d))
 }
 
+/// The capture sockets being read, kept for their kernel drop counters.
+#[derive(Default)]
+struct Reading {
+    packet: Vec<Arc<PacketSocket>>,
+    udp: Option<Arc<UdpIntake>>,
+}
+
 /// Start one reader thread per socket handing datagrams to `sink`. Returns the
-/// description and the packet sockets (for their kernel drop counters).
-fn start_intake(intake: Intake, sink: &Sink) -> (String, Vec<Arc<PacketSocket>>) {
-    if let Some(udp) = intake.udp {
+/// description and the sockets (for their kernel drop counters).
+fn start_intake(intake: Intake, sink: &Sink) -> (String, Reading) {
+    let udp_reading = intake.udp.map(Arc::new);
+    if let Some(udp) = udp_reading.clone() {
         let sink = sink.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 1500];
@@ -540,16 +548,24 @@ fn start_intake(intake: Intake, sink: &Sink) -> (String, Vec<Arc<PacketSocket>>)
             }
         });
     }
-    (intake.desc, intake.packet)
+    (
+        intake.desc,
+        Reading {
+            packet: intake.packet,
+            udp: udp_reading,
+        },
+    )
 }
 
-fn kernel_drops(sockets: &[Arc<PacketSocket>], dropped: &AtomicU64) -> u64 {
-    for s in sockets {
+/// Datagrams lost before examination: the AF_PACKET rings' drops (read and reset by the
+/// kernel, so accumulated in `dropped` with the queue drops) plus the UDP socket's.
+fn kernel_drops(sockets: &Reading, dropped: &AtomicU64) -> u64 {
+    for s in &sockets.packet {
         if let Ok(st) = s.stats() {
             dropped.fetch_add(u64::from(st.drops), Ordering::Relaxed);
         }
     }
-    dropped.load(Ordering::Relaxed)
+    dropped.load(Ordering::Relaxed) + sockets.udp.as_ref().map_or(0, |u| u.drops())
 }
 
 fn is_root() -> bool {
@@ -789,7 +805,7 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
     // Open the intake before touching the firewall: a bad interface changes nothing.
     let mut worker = None;
     let mut worker_info = None;
-    let mut packet_sockets = Vec::new();
+    let mut packet_sockets = Reading::default();
     let intake = if privsep {
         let (w, info, intake) = spawn_worker(not_before, &tx)
             .map_err(|e| anyhow!("{e:#}; not started, firewall unchanged"))?;
@@ -909,7 +925,7 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
                 }
             }
             Ok(Event::Control(req)) => {
-                daemon.counters.dropped = dropped.load(Ordering::Relaxed);
+                daemon.counters.dropped = kernel_drops(&packet_sockets, &dropped);
                 let answer = match req.command.as_str() {
                     "status" => status_text(&daemon.status_json(now(), &extra)),
                     "status-json" => format!("{}\n", daemon.status_json(now(), &extra)),

@@ -2,6 +2,7 @@
 //! posternd working inside an admin's existing drop-policy table (layout b), which it
 //! leaves exactly as it found it.
 
+use std::process::Command;
 use std::time::Duration;
 
 use crate::lab::{ready, Lab, C1, C16, SRV, SRV6};
@@ -141,4 +142,61 @@ fn existing_table_layout_is_left_as_found() {
     );
     lab.stop();
     assert_eq!(lab.ruleset(), before);
+}
+
+/// Datagrams the kernel drops before posternd reads them are counted, for both intakes:
+/// the worker is stopped (SIGSTOP) while more junk arrives than its receive buffer holds,
+/// then resumed; `status` must report the loss, and a knock afterwards still works.
+#[test]
+fn drops_before_examination_are_counted_in_both_intakes() {
+    if !ready("drops_before_examination_are_counted_in_both_intakes") {
+        return;
+    }
+    let mut lab = Lab::new(&[22, 23]);
+    let flood = "import socket,sys,os,base64\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\np=base64.b64encode(os.urandom(160)).rstrip(b'=')\nfor i in range(int(sys.argv[2])):\n  try: s.sendto(p,(sys.argv[1],62201))\n  except OSError: pass\n";
+    for (conf, port) in [
+        ("NFT_DEFAULT_DROP Y\n", 22),
+        ("NFT_DEFAULT_DROP Y\nENABLE_UDP_SERVER Y\n", 23),
+    ] {
+        lab.configure(conf, ACCESS);
+        lab.start(&[]);
+        let st = lab.status();
+        let worker = st["parts"][1]["pid"]
+            .as_u64()
+            .expect("a worker")
+            .to_string();
+        postern_testkit::sh(Command::new("kill").args(["-STOP", &worker]));
+        let mut c = lab.c1.cmd("python3");
+        c.args(["-c", flood, SRV, "40000"]);
+        let sent = c.status();
+        postern_testkit::sh(Command::new("kill").args(["-CONT", &worker]));
+        assert!(sent.unwrap().success());
+        // The UDP socket reports its drop count with the next datagram queued after them.
+        std::thread::sleep(Duration::from_secs(1));
+        let mut c = lab.c1.cmd("python3");
+        c.args(["-c", flood, SRV, "10"]);
+        assert!(c.status().unwrap().success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut st = lab.status();
+        while st["dropped"].as_u64().unwrap_or(0) == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            st = lab.status();
+        }
+        let (dropped, examined) = (
+            st["dropped"].as_u64().unwrap_or(0),
+            st["examined"].as_u64().unwrap_or(0),
+        );
+        assert!(dropped > 0, "{conf}: no drop counted: {st}");
+        assert!(
+            dropped + examined <= 40_010,
+            "{conf}: more counted than sent: {st}"
+        );
+        postern(&lab, &["-A", &format!("tcp/{port}"), "-a", C1, "-D", SRV]);
+        assert!(
+            lab.c1.wait_open(SRV, port, Duration::from_secs(5)),
+            "{conf}: a knock after the flood did not open\n{}",
+            lab.log()
+        );
+        lab.stop();
+    }
 }
