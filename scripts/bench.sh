@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark posternd against fwknopd 2.6.10 in network namespaces and write
 # bench/RESULTS.md (see bench/README.md). Run as root on an otherwise idle machine.
-#   sudo ./scripts/bench.sh                 # 3 runs of everything (about 15 minutes)
+#   sudo ./scripts/bench.sh                 # 3 runs of everything (about 25 minutes)
 #   sudo ./scripts/bench.sh --runs 1        # a quick look
 set -euo pipefail
 cd "$(dirname "$0")/.."
