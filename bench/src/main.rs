@@ -115,6 +115,7 @@ impl Kind {
 }
 
 /// Key material shared by the server configs and the packet builder.
+#[derive(Clone)]
 struct Material {
     enc: Vec<u8>,
     hmac: Vec<u8>,
@@ -263,6 +264,17 @@ enum Counter {
 }
 
 impl Counter {
+    /// Count lines of `path` containing `needle`, from the start of the file.
+    fn log(path: PathBuf, needle: &'static str) -> Counter {
+        Counter::Log {
+            path,
+            needle,
+            offset: 0,
+            count: 0,
+            partial: String::new(),
+        }
+    }
+
     fn posternd_json(sock: &Path) -> Result<serde_json::Value> {
         let text = posternd::control::request(sock, "counters-json")?;
         Ok(serde_json::from_str(&text)?)
@@ -436,13 +448,7 @@ impl Lab {
 
     fn grant_counter(&self) -> Counter {
         if self.kind.is_fwknopd() {
-            Counter::Log {
-                path: self.dir.join("server.log"),
-                needle: " rule to FWKNOP_INPUT for ",
-                offset: 0,
-                count: 0,
-                partial: String::new(),
-            }
+            Counter::log(self.dir.join("server.log"), " rule to FWKNOP_INPUT for ")
         } else {
             Counter::Posternd(self.sock())
         }
@@ -450,13 +456,10 @@ impl Lab {
 
     fn examined_counter(&self) -> Counter {
         if self.kind.is_fwknopd() {
-            Counter::Log {
-                path: self.dir.join("server.log"),
-                needle: "received with access source match",
-                offset: 0,
-                count: 0,
-                partial: String::new(),
-            }
+            Counter::log(
+                self.dir.join("server.log"),
+                "received with access source match",
+            )
         } else {
             Counter::Posternd(self.sock())
         }
@@ -626,7 +629,6 @@ fn measure_latency(lab: &Lab, m: &Material, cli: &Cli, f: &mut Figures) -> Resul
 }
 
 fn measure_flood(lab: &Lab, m: &Material, cli: &Cli, f: &mut Figures) -> Result<()> {
-    let keys = m.keys()?;
     let secs = cli.flood_secs;
     let payloads = junk_payloads(4096);
     let mut counter = lab.examined_counter();
@@ -677,19 +679,14 @@ fn measure_flood(lab: &Lab, m: &Material, cli: &Cli, f: &mut Figures) -> Result<
     for (k, at) in [0.3, 0.5, 0.7].into_iter().enumerate() {
         let src = Ipv4Addr::new(198, 18, 0, 60 + k as u8);
         let delay = Duration::from_secs_f64(secs as f64 * at);
-        let keys_bytes = (m.enc.clone(), m.hmac.clone());
+        let mat = m.clone();
         let poll = Duration::from_micros(cli.poll_us);
         knocks.push(in_ns(&lab.cli.name, move || -> Result<Option<Duration>> {
-            let mat = Material {
-                enc: keys_bytes.0,
-                hmac: keys_bytes.1,
-            };
             std::thread::sleep(delay);
             let p = valid_packet(&mat.keys()?, src)?;
             Ok(knock_and_wait(src, &p, poll, Duration::from_secs(3))?)
         }));
     }
-    let _ = keys;
     // BENCH_PERF=DIR: a CPU profile of the server during the flood (perf record).
     let perf = std::env::var("BENCH_PERF").ok().map(|dir| {
         let pid_list: Vec<String> = pids.iter().map(u32::to_string).collect();
@@ -758,10 +755,8 @@ fn grant_phase(
     let packets: Vec<Vec<u8>> = (0..count as u32)
         .map(|i| valid_packet(&keys, Ipv4Addr::from(base_ip + first + i)))
         .collect::<Result<_>>()?;
-    let mut counter = lab.grant_counter();
-    let base = counter.grants()?;
     let mut progress = lab.grant_counter();
-    let _ = progress.grants()?;
+    let base = progress.grants()?;
     let handle = in_ns(&lab.cli.name, move || -> Result<(f64, u64)> {
         let s = UdpSocket::bind((CLI, 0))?;
         s.connect((SRV, SPA_PORT))?;
@@ -922,17 +917,14 @@ fn measure_offline(lab: &Lab, f: &mut Figures) -> Result<()> {
     };
     c.stdout(log.try_clone()?).stderr(log);
     // fwknopd stays in its loop at the end of the file: watch its log instead.
-    let mut counter = Counter::Log {
-        path: lab.dir.join("offline.log"),
-        needle: if lab.kind.is_fwknopd() {
+    let mut counter = Counter::log(
+        lab.dir.join("offline.log"),
+        if lab.kind.is_fwknopd() {
             "received with access source match"
         } else {
             ": refused: "
         },
-        offset: 0,
-        count: 0,
-        partial: String::new(),
-    };
+    );
     let t0 = Instant::now();
     let mut child = c.spawn()?;
     let (mut examined, mut last) = (0u64, t0);

@@ -251,7 +251,7 @@ impl Daemon {
     }
 
     /// The privileged half: check the decision against the configuration again (it may
-    /// come from the unprivileged worker), record the digest durably, then act.
+    /// come from the unprivileged worker), record the digest, then act.
     pub fn apply_decided(&mut self, x: Decided, now: u64) -> Outcome {
         self.apply_batch(vec![x], now)
             .pop()
@@ -259,10 +259,10 @@ impl Daemon {
     }
 
     /// The privileged half for several decisions at once, one outcome each, in order:
-    /// each is re-checked (stanza, replay store, capacity); their digests are recorded
-    /// with one write and one `fdatasync`; the grants of all of them go to the firewall
-    /// as one transaction (each decision on its own if that fails). Nothing is acted on
-    /// before its digest is durable.
+    /// each is re-checked (stanza, replay store, capacity); their digests are appended
+    /// with one write; the grants of all of them go to the firewall as one transaction
+    /// (each decision on its own if that fails); then one `fdatasync`. Nothing is acted
+    /// on before its digest is written (a failed write refuses the whole group).
     pub fn apply_batch(&mut self, xs: Vec<Decided>, now: u64) -> Vec<Outcome> {
         let mut out: Vec<Option<Outcome>> = (0..xs.len()).map(|_| None).collect();
         let mut accepted = Vec::new();

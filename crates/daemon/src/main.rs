@@ -960,8 +960,8 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
 /// counters. Every decision line gets one answer, in order.
 fn worker_lines(daemon: &mut Daemon, w: &mut WorkerProc, lines: Vec<String>) {
     use std::io::Write as _;
-    // Per decision line: Some(index into `batch`) or None (malformed).
-    let mut slots: Vec<Option<usize>> = Vec::new();
+    // Per decision line: its replay key, or None (malformed).
+    let mut slots: Vec<Option<ReplayKey>> = Vec::new();
     let mut batch = Vec::new();
     for line in &lines {
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
@@ -973,7 +973,7 @@ fn worker_lines(daemon: &mut Daemon, w: &mut WorkerProc, lines: Vec<String>) {
             }
             Some("decided") => match posternd::privsep::decode_decided(line) {
                 Ok(x) => {
-                    slots.push(Some(batch.len()));
+                    slots.push(Some(x.key));
                     batch.push(x);
                 }
                 Err(e) => {
@@ -987,11 +987,10 @@ fn worker_lines(daemon: &mut Daemon, w: &mut WorkerProc, lines: Vec<String>) {
     if slots.is_empty() {
         return;
     }
-    let keys: Vec<ReplayKey> = batch.iter().map(|x| x.key).collect();
     daemon.apply_batch(batch, now());
     let mut replies = String::new();
     for slot in slots {
-        let recorded = slot.is_some_and(|i| daemon.knows(&keys[i]));
+        let recorded = slot.is_some_and(|key| daemon.knows(&key));
         replies.push_str(&format!(
             "{}\n",
             serde_json::json!({"t": "result", "recorded": recorded})

@@ -288,16 +288,18 @@ impl ReplayStore {
     /// on: a full or read-only disk fails here.
     pub fn record_many(&mut self, items: &[(ReplayKey, Meta)], now: u64) -> io::Result<()> {
         if let Some(f) = &mut self.file {
+            use std::fmt::Write as _;
             let mut text = String::with_capacity(items.len() * 120);
             for (key, meta) in items {
-                text.push_str(&format!(
-                    "{key} {} {} {} {} {} {now}\n",
+                let _ = writeln!(
+                    text,
+                    "{key} {} {} {} {} {} {now}",
                     meta.proto,
                     meta.src.ip(),
                     meta.src.port(),
                     meta.dst.ip(),
                     meta.dst.port()
-                ));
+                );
             }
             f.write_all(text.as_bytes())?;
             self.dirty = true;

@@ -18,10 +18,12 @@
 //! spawned (`NftConfig::netlink`; `false` renders the same change as an nft script).
 //! Either way the kernel commits a change as one transaction: whole or not at all.
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use postern_proto::Protocol;
 
@@ -280,7 +282,7 @@ impl Nftables {
         }
     }
 
-    /// Whether a grant's address fits the table's family: `Some(is_v6)`.
+    /// Whether a grant's address fits the table's family: `Ok(is_v6)`.
     fn family_of(&self, g: &Grant) -> Result<bool, Error> {
         match g.source {
             IpAddr::V4(_) if self.cfg.family.v4() => Ok(false),
@@ -296,45 +298,41 @@ impl Nftables {
     /// Open or refresh over netlink, up to [`netlink::MAX_ELEMENTS_PER_BATCH`] grants
     /// per transaction. A grant listed twice keeps its longest timeout.
     fn apply_netlink(&mut self, grants: &[Grant]) -> Result<(), Error> {
-        let mut unique: Vec<Grant> = Vec::with_capacity(grants.len());
+        let mut unique: HashMap<(IpAddr, Protocol, u16), Duration> = HashMap::new();
         for g in grants {
             self.family_of(g)?;
-            match unique
-                .iter_mut()
-                .find(|u| (u.source, u.proto, u.port) == (g.source, g.proto, g.port))
-            {
-                Some(u) => u.timeout = u.timeout.max(g.timeout),
-                None => unique.push(*g),
-            }
+            let t = unique.entry((g.source, g.proto, g.port)).or_default();
+            *t = (*t).max(g.timeout);
         }
+        let elements: Vec<(bool, Element)> = unique
+            .into_iter()
+            .map(|((source, proto, port), timeout)| {
+                let key = netlink::element_key(source, proto.number(), port);
+                let timeout = timeout.max(Duration::from_secs(1));
+                (source.is_ipv6(), Element { key, timeout })
+            })
+            .collect();
         let (fam, set4, set6) = (self.nfproto(), self.set_name(false), self.set_name(true));
-        for chunk in unique.chunks(netlink::MAX_ELEMENTS_PER_BATCH) {
-            let (mut v4, mut v6) = (Vec::new(), Vec::new());
-            for g in chunk {
-                let e = Element {
-                    key: netlink::element_key(g.source, g.proto.number(), g.port),
-                    timeout: g.timeout.max(std::time::Duration::from_secs(1)),
-                };
-                if self.family_of(g)? {
-                    v6.push(e);
-                } else {
-                    v4.push(e);
-                }
-            }
-            if self.socket.is_none() {
-                self.socket = Some(NfSocket::open()?);
-            }
-            let table = self.cfg.table.clone();
-            let sock = self
-                .socket
-                .as_mut()
-                .ok_or_else(|| Error::Spawn("netlink".into()))?;
-            let result = sock.refresh(fam, &table, &[(set4, v4), (set6, v6)]);
-            if result.is_err() {
-                // A socket that timed out may hold late answers: start afresh next time.
-                self.socket = None;
-            }
-            result?;
+        for chunk in elements.chunks(netlink::MAX_ELEMENTS_PER_BATCH) {
+            let pick = |v6: bool| -> Vec<Element> {
+                chunk
+                    .iter()
+                    .filter(|(is_v6, _)| *is_v6 == v6)
+                    .map(|(_, e)| e.clone())
+                    .collect()
+            };
+            let mut sock = match self.socket.take() {
+                Some(s) => s,
+                None => NfSocket::open()?,
+            };
+            sock.refresh(
+                fam,
+                &self.cfg.table,
+                &[(set4, pick(false)), (set6, pick(true))],
+            )?;
+            // Kept only after a success: a socket that failed or timed out may hold late
+            // answers, so the next change starts with a fresh one.
+            self.socket = Some(sock);
         }
         Ok(())
     }

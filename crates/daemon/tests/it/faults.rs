@@ -316,6 +316,14 @@ fn netlink_grants_expire_in_the_kernel_and_survive_a_deleted_table() {
         el.contains(&format!("{C1} . tcp . 22 timeout 4s expires")),
         "{el}"
     );
+    // A refresh through the same netlink path replaces the element's timeout.
+    knock(&lab, 22, &["-f", "9"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let el = lab.elements();
+    assert!(
+        el.contains(&format!("{C1} . tcp . 22 timeout 9s expires")),
+        "{el}"
+    );
     let mut c = lab.srv.cmd("nft");
     c.args(["delete", "table", "inet", "postern"]);
     postern_testkit::sh(&mut c);
