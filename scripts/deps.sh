@@ -6,7 +6,7 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "run as root (apt installs, network namespaces, nftables)" >&2
     exit 1
 fi
-pkgs=(fwknop-client fwknop-server nftables iptables iproute2 python3 systemd build-essential pkg-config ca-certificates curl)
+pkgs=(fwknop-client fwknop-server nftables iptables iproute2 python3 systemd systemd-container build-essential pkg-config ca-certificates curl)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -23,4 +23,9 @@ if ! command -v cargo >/dev/null; then
         curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
     fi
     export PATH="$HOME/.cargo/bin:$PATH"
+fi
+# The worker's own system user (what the Debian package's sysusers.d entry creates), so
+# that no other service's processes can signal it.
+if ! getent passwd postern >/dev/null; then
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin postern
 fi

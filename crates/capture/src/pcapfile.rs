@@ -14,6 +14,10 @@ pub enum Error {
     LinkType(u32),
     /// The file ends inside a header or record.
     Truncated,
+    /// A record longer than [`MAX_RECORD`].
+    Oversized(usize),
+    /// Reading the file failed.
+    Io(std::io::ErrorKind),
 }
 
 impl std::fmt::Display for Error {
@@ -24,6 +28,8 @@ impl std::fmt::Display for Error {
             ),
             Error::LinkType(t) => write!(f, "unsupported link type {t}"),
             Error::Truncated => f.write_str("capture file is truncated"),
+            Error::Oversized(n) => write!(f, "a record of {n} bytes (more than {MAX_RECORD})"),
+            Error::Io(k) => write!(f, "read error: {k}"),
         }
     }
 }
@@ -48,44 +54,106 @@ fn network_layer(link: u32, frame: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// Every UDP datagram to `port` (any port with `None`) in the capture, with its capture
-/// time in seconds.
-pub fn read(bytes: &[u8], port: Option<u16>) -> Result<Vec<(u64, Datagram)>, Error> {
-    let magic = bytes.get(..4).ok_or(Error::Truncated)?;
-    let le = match magic {
-        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
-        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
-        _ => return Err(Error::NotPcap),
-    };
-    let u32_at = |at: usize| -> Result<u32, Error> {
-        let b: [u8; 4] = bytes
-            .get(at..at + 4)
-            .ok_or(Error::Truncated)?
-            .try_into()
-            .map_err(|_| Error::Truncated)?;
-        Ok(if le {
+/// The largest record accepted (libpcap's maximum snapshot length).
+pub const MAX_RECORD: usize = 262_144;
+
+/// A capture file read record by record: memory stays at one record, whatever the
+/// size of the file.
+pub struct Reader<R> {
+    input: R,
+    le: bool,
+    link: u32,
+    port: Option<u16>,
+    frame: Vec<u8>,
+}
+
+/// Read exactly `buf.len()` bytes; `Ok(false)` at a clean end before the first byte.
+fn fill(input: &mut impl std::io::Read, buf: &mut [u8]) -> Result<bool, Error> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(Error::Truncated),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Io(e.kind())),
+        }
+    }
+    Ok(true)
+}
+
+impl<R: std::io::Read> Reader<R> {
+    /// Read the file header.
+    pub fn new(mut input: R, port: Option<u16>) -> Result<Reader<R>, Error> {
+        let mut h = [0u8; 24];
+        if !fill(&mut input, &mut h[..4])? {
+            return Err(Error::Truncated);
+        }
+        let le = match h[..4] {
+            [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
+            [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
+            _ => return Err(Error::NotPcap),
+        };
+        if !fill(&mut input, &mut h[4..])? {
+            return Err(Error::Truncated);
+        }
+        let mut r = Reader {
+            input,
+            le,
+            link: 0,
+            port,
+            frame: Vec::new(),
+        };
+        r.link = r.u32_of(&h[20..24]) & 0x0fff_ffff;
+        if !matches!(r.link, 1 | 12 | 101 | 113 | 228 | 229 | 276) {
+            return Err(Error::LinkType(r.link));
+        }
+        Ok(r)
+    }
+
+    fn u32_of(&self, b: &[u8]) -> u32 {
+        let b: [u8; 4] = [b[0], b[1], b[2], b[3]];
+        if self.le {
             u32::from_le_bytes(b)
         } else {
             u32::from_be_bytes(b)
-        })
-    };
-    let link = u32_at(20)? & 0x0fff_ffff;
-    if !matches!(link, 1 | 12 | 101 | 113 | 228 | 229 | 276) {
-        return Err(Error::LinkType(link));
-    }
-    let mut out = Vec::new();
-    let mut at = 24;
-    while at < bytes.len() {
-        let secs = u32_at(at)?;
-        let incl = u32_at(at + 8)? as usize;
-        let start = at + 16;
-        let frame = bytes
-            .get(start..start.checked_add(incl).ok_or(Error::Truncated)?)
-            .ok_or(Error::Truncated)?;
-        if let Some(d) = network_layer(link, frame).and_then(|ip| parse_ip(ip, port)) {
-            out.push((u64::from(secs), d));
         }
-        at = start + incl;
+    }
+
+    /// The next UDP datagram to the port, with its capture time; `None` at the end.
+    pub fn next_datagram(&mut self) -> Result<Option<(u64, Datagram)>, Error> {
+        loop {
+            let mut h = [0u8; 16];
+            if !fill(&mut self.input, &mut h)? {
+                return Ok(None);
+            }
+            let secs = self.u32_of(&h[0..4]);
+            let incl = self.u32_of(&h[8..12]) as usize;
+            if incl > MAX_RECORD {
+                return Err(Error::Oversized(incl));
+            }
+            self.frame.resize(incl, 0);
+            let mut frame = std::mem::take(&mut self.frame);
+            let complete = incl == 0 || fill(&mut self.input, &mut frame)?;
+            if !complete {
+                return Err(Error::Truncated);
+            }
+            let d = network_layer(self.link, &frame).and_then(|ip| parse_ip(ip, self.port));
+            self.frame = frame;
+            if let Some(d) = d {
+                return Ok(Some((u64::from(secs), d)));
+            }
+        }
+    }
+}
+
+/// Every UDP datagram to `port` (any port with `None`) in the capture, with its capture
+/// time in seconds.
+pub fn read(bytes: &[u8], port: Option<u16>) -> Result<Vec<(u64, Datagram)>, Error> {
+    let mut r = Reader::new(bytes, port)?;
+    let mut out = Vec::new();
+    while let Some(x) = r.next_datagram()? {
+        out.push(x);
     }
     Ok(out)
 }

@@ -1,6 +1,18 @@
 //! The running daemon: configuration, firewall, replay store and ledger, and the
 //! handling of one datagram through the pipeline. No sockets here: `main.rs` feeds
-//! datagrams in and asks for status.
+//! datagrams in (or, with privilege separation, the worker's candidates) and asks for
+//! status.
+//!
+//! ```text
+//!  Datagram ─► decide: decode ─► replay ─► authorize ─┬─► Done (junk, replay, refused
+//!                                                     │         without decryption)
+//!                                                     └─► Decided ─► apply_batch:
+//!      record digests (one write) ─► firewall (one transaction) ─► fdatasync ─► Outcome
+//! ```
+//!
+//! With privilege separation the worker runs `decide` as a filter and forwards the raw
+//! datagram of each `Decided`; the privileged part runs [`Daemon::rederive`] (the same
+//! `decide`, with its own clock, configuration and replay store) and acts only on that.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -10,16 +22,18 @@ use postern_capture::Datagram;
 use postern_fw::Firewall;
 use postern_proto::ReplayKey;
 
+use crate::clock::Now;
 use crate::config::Config;
 use crate::log;
-use crate::pipeline::apply::{self, CommandResult};
+use crate::pipeline::apply::{self, Identity};
 use crate::pipeline::authorize::{authorize, Clock, Decision, Reason, Verdict};
 use crate::pipeline::decode::decode;
-use crate::pipeline::expire::Ledger;
+use crate::pipeline::expire::{Ledger, PendingClose};
+use crate::privsep::protocol::{Candidate, Sandbox};
 use crate::replay::{Meta, ReplayStore};
 
 /// Counters for `posternd status`.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counters {
     /// Datagrams examined.
     pub examined: u64,
@@ -35,7 +49,7 @@ pub struct Counters {
     pub dropped: u64,
 }
 
-/// A packet that decrypted, with what the unprivileged half decided about it.
+/// A packet that decrypted, with what was decided about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decided {
     /// Its replay key.
@@ -51,56 +65,83 @@ pub struct Decided {
 pub enum Step {
     /// Finished (junk, replay, nothing decrypted).
     Done(Outcome),
-    /// Decrypted: the privileged half must record and act.
+    /// Decrypted: to be recorded and acted on.
     Decided(Box<Decided>),
 }
 
-/// The static counter label for a stage or refusal name reported by the worker.
-pub fn junk_label(k: &str) -> &'static str {
-    const KNOWN: [&str; 13] = [
-        "size",
-        "prefix",
-        "base64",
-        "classify",
-        "hmac",
-        "decrypt",
-        "digest",
-        "fields",
-        "config",
-        "encode",
-        "replay",
-        "replay_store",
-        "replay_store_full",
-    ];
-    KNOWN.into_iter().find(|x| *x == k).unwrap_or("other")
-}
-
-/// The unprivileged worker, as the privileged part knows it.
+/// The unprivileged worker, as the privileged part knows it: what the kernel says of
+/// the process, and what it reported.
 #[derive(Debug, Clone, Default)]
 pub struct WorkerInfo {
     /// Its pid.
     pub pid: u32,
-    /// The user it runs as.
-    pub user: String,
-    /// Landlock status of the worker (filesystem access denied).
-    pub landlock: String,
+    /// The kernel's view of it (user, seccomp mode, no_new_privs).
+    pub state: crate::privsep::ProcState,
+    /// Landlock, as the worker reported it.
+    pub landlock: Option<Sandbox>,
+    /// Its own seccomp filter, as the worker reported it.
+    pub seccomp: Option<Sandbox>,
     /// Its last reported counters.
     pub counters: Counters,
+    /// Times a worker was started after the first.
+    pub restarts: u64,
 }
 
-/// What `handle` did, for callers and tests.
+/// What `handle` did, for callers and tests. Values, not log text: the privileged
+/// part words its own log lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Refused.
-    Refused(String),
+    /// Refused, for this reason.
+    Refused(Refusal),
     /// Opened these grants (display form).
     Granted(Vec<String>),
     /// Started a command.
-    Command(String),
+    Command,
     /// Ran a command cycle's open commands.
     Cycle(usize),
     /// Decided, but `--test` changes nothing.
     WouldAct(String),
+}
+
+/// Why a packet opened nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The pipeline refused it.
+    Policy(Reason),
+    /// The replay store holds `MAX_REPLAY_ENTRIES` entries.
+    StoreFull,
+    /// The firewall refused the change.
+    Firewall(String),
+    /// The command identity (CMD_EXEC_USER/GROUP) does not resolve.
+    Identity(String),
+    /// A candidate from the worker that does not hold up when derived again.
+    WorkerMismatch,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Policy(r) => write!(f, "{r}"),
+            Refusal::StoreFull => f.write_str(
+                "the replay store is full (MAX_REPLAY_ENTRIES); nothing opened until entries expire",
+            ),
+            Refusal::Firewall(e) => write!(f, "firewall change failed: {e}"),
+            Refusal::Identity(e) => write!(f, "command identity: {e}"),
+            Refusal::WorkerMismatch => f.write_str(
+                "forwarded by the worker but not authenticated when derived again",
+            ),
+        }
+    }
+}
+
+/// The before-start rule: after a start whose replay store was missing, damaged or
+/// unclean, packets stamped before the start are refused for one age window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotBefore {
+    /// Wall-clock start time (compared with packet stamps).
+    pub wall: u64,
+    /// Monotonic time until which the rule holds.
+    pub until_mono: u64,
 }
 
 /// The daemon state.
@@ -117,17 +158,12 @@ pub struct Daemon {
     test_mode: bool,
     junk: BTreeMap<&'static str, u64>,
     last_junk_log: Instant,
+    mismatch_logged: Option<Instant>,
     started: u64,
-    /// See [`Clock::not_before`].
-    pub not_before: Option<u64>,
+    /// See [`NotBefore`].
+    pub not_before: Option<NotBefore>,
     /// The unprivileged worker, with privilege separation.
     pub worker: Option<WorkerInfo>,
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Daemon {
@@ -148,10 +184,19 @@ impl Daemon {
             test_mode,
             junk: BTreeMap::new(),
             last_junk_log: Instant::now(),
-            started: now_unix(),
+            mismatch_logged: None,
+            started: Now::read().wall,
             not_before: None,
             worker: None,
         }
+    }
+
+    /// Refuse packets stamped before `now` for one age window.
+    pub fn refuse_before(&mut self, now: Now) {
+        self.not_before = Some(NotBefore {
+            wall: now.wall,
+            until_mono: now.mono + self.config.server.max_packet_age,
+        });
     }
 
     /// Install the firewall base.
@@ -171,13 +216,15 @@ impl Daemon {
         }
     }
 
-    fn clock(&self, now: u64) -> Clock {
-        let window = self.config.server.max_packet_age;
+    fn clock(&self, now: Now) -> Clock {
         Clock {
-            now,
+            now: now.wall,
             aging: self.config.server.aging(),
-            max_age: window,
-            not_before: self.not_before.filter(|t| now <= t.saturating_add(window)),
+            max_age: self.config.server.max_packet_age,
+            not_before: self
+                .not_before
+                .filter(|n| now.mono <= n.until_mono)
+                .map(|n| n.wall),
         }
     }
 
@@ -190,18 +237,21 @@ impl Daemon {
         *self.junk.entry(label).or_insert(0) += 1;
     }
 
-    /// Run one datagram through the whole pipeline at time `now` (one process).
-    pub fn handle(&mut self, d: &Datagram, now: u64) -> Outcome {
+    /// Run one datagram through the whole pipeline (one process).
+    pub fn handle(&mut self, d: &Datagram, now: Now) -> Outcome {
         match self.decide(d, now) {
             Step::Done(o) => o,
-            Step::Decided(x) => self.apply_decided(*x, now),
+            Step::Decided(x) => self
+                .apply_batch(vec![*x], now)
+                .pop()
+                .unwrap_or(Outcome::Refused(Refusal::WorkerMismatch)),
         }
     }
 
-    /// The unprivileged half: decode, replay check, authorize. Packets that never
-    /// decrypted are finished here; the others come back as [`Decided`] for
-    /// [`Daemon::apply_decided`] (in this process, or in the privileged one).
-    pub fn decide(&mut self, d: &Datagram, now: u64) -> Step {
+    /// Decode, replay check, authorize. Packets that never decrypted are finished here
+    /// (counted, summarised, never logged one by one unless verbose); the others come
+    /// back as [`Decided`] for [`Daemon::apply_batch`].
+    pub fn decide(&mut self, d: &Datagram, now: Now) -> Step {
         self.counters.examined += 1;
         let src = apply::unmap(d.src.ip());
         let dst = apply::unmap(d.dst.ip());
@@ -213,7 +263,7 @@ impl Daemon {
                 if self.verbose {
                     log::info(&format!("{src}: refused: {r}"));
                 }
-                return Step::Done(Outcome::Refused(r.to_string()));
+                return Step::Done(Outcome::Refused(Refusal::Policy(r)));
             }
         };
         let key = packet.replay_key();
@@ -222,7 +272,7 @@ impl Daemon {
             if self.verbose {
                 log::info(&format!("{src}: refused: {}", Reason::Replay));
             }
-            return Step::Done(Outcome::Refused(Reason::Replay.to_string()));
+            return Step::Done(Outcome::Refused(Refusal::Policy(Reason::Replay)));
         }
         let decision = authorize(&packet, src, dst, &self.config.stanzas, self.clock(now));
         if !decision.burn {
@@ -240,55 +290,93 @@ impl Daemon {
         }))
     }
 
+    /// The privileged part's view of a worker's candidate: the raw datagram through
+    /// [`Daemon::decide`] again, with this process's clock, configuration and replay
+    /// store. Only a packet that decrypts here comes back; anything else (a packet
+    /// that does not authenticate, a replay) opens nothing, and a candidate that never
+    /// authenticated is counted as a worker mismatch.
+    pub fn rederive(&mut self, c: &Candidate, now: Now) -> Option<Decided> {
+        let d = Datagram {
+            src: c.src,
+            dst: c.dst,
+            payload: c.payload.as_bytes().to_vec(),
+        };
+        let before = self.counters.clone();
+        let junk = self.junk.clone();
+        match self.decide(&d, now) {
+            Step::Decided(x) => {
+                // The worker counted this datagram already.
+                self.counters.examined = before.examined;
+                Some(*x)
+            }
+            Step::Done(Outcome::Refused(Refusal::Policy(Reason::Replay))) => {
+                // A duplicate still in flight from the worker: the store decides.
+                self.counters = before;
+                self.junk = junk;
+                self.refuse("replay");
+                log::info(&format!("{}: refused: {}", c.src.ip(), Reason::Replay));
+                None
+            }
+            Step::Done(_) => {
+                self.counters = before;
+                self.junk = junk;
+                self.refuse("worker_mismatch");
+                let quiet = self
+                    .mismatch_logged
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+                if !quiet {
+                    log::warn(&format!(
+                        "the worker forwarded a packet that does not authenticate here (claimed source {}); nothing done (counted as worker_mismatch; at most one such line a minute)",
+                        c.src.ip()
+                    ));
+                    self.mismatch_logged = Some(Instant::now());
+                }
+                None
+            }
+        }
+    }
+
     /// Whether the replay store holds this key.
     pub fn knows(&self, key: &ReplayKey) -> bool {
         self.replay.contains(key)
     }
 
-    /// Forget nothing: remember a digest the privileged part recorded (worker mirror).
-    pub fn remember(&mut self, key: ReplayKey, meta: Meta, now: u64) {
-        let _ = self.replay.record(key, meta, now);
+    /// Remember a digest (the worker's filter, as packets are forwarded).
+    pub fn remember(&mut self, key: ReplayKey, meta: Meta, now: Now) {
+        let _ = self.replay.record_many(&[(key, meta)], now);
     }
 
-    /// The privileged half: check the decision against the configuration again (it may
-    /// come from the unprivileged worker), record the digest, then act.
-    pub fn apply_decided(&mut self, x: Decided, now: u64) -> Outcome {
-        self.apply_batch(vec![x], now)
-            .pop()
-            .unwrap_or_else(|| Outcome::Refused("nothing decided".into()))
+    /// Why the replay store runs in memory only, if it does.
+    pub fn replay_degraded(&self) -> Option<&str> {
+        self.replay.degraded()
     }
 
-    /// The privileged half for several decisions at once, one outcome each, in order:
-    /// each is re-checked (stanza, replay store, capacity); their digests are appended
-    /// with one write; the grants of all of them go to the firewall as one transaction
-    /// (each decision on its own if that fails); then one `fdatasync`. Nothing is acted
-    /// on before its digest is written (a failed write refuses the whole group).
-    pub fn apply_batch(&mut self, xs: Vec<Decided>, now: u64) -> Vec<Outcome> {
+    /// Record and act on decisions (derived in this process), one outcome each, in
+    /// order: duplicates and a full store are refused; the digests are appended with one
+    /// write; the grants of all of them go to the firewall as one transaction (each
+    /// decision on its own if that fails); then one `fdatasync`. Nothing is acted on
+    /// before its digest is in the store; a disk that fails switches the store to
+    /// memory only (logged loudly) and never refuses access.
+    pub fn apply_batch(&mut self, xs: Vec<Decided>, now: Now) -> Vec<Outcome> {
         let mut out: Vec<Option<Outcome>> = (0..xs.len()).map(|_| None).collect();
         let mut accepted = Vec::new();
         let mut in_batch = std::collections::HashSet::new();
         for (i, x) in xs.iter().enumerate() {
             let src = x.meta.src.ip();
-            if let Err(why) = self.validate(&x.decision) {
-                self.refuse("invalid_request");
-                let msg = format!("{src}: request refused by the privileged part: {why}");
-                log::error(&msg);
-                out[i] = Some(Outcome::Refused(msg));
-            } else if self.replay.contains(&x.key) || in_batch.contains(&x.key) {
-                // The worker's mirror lags behind requests in flight: the store decides.
+            if self.replay.contains(&x.key) || in_batch.contains(&x.key) {
                 self.refuse("replay");
                 log::info(&format!("{src}: refused: {}", Reason::Replay));
-                out[i] = Some(Outcome::Refused(Reason::Replay.to_string()));
-            } else if self.replay.len() + accepted.len() >= self.replay.cap()
-                && !matches!(x.decision.verdict, Verdict::Drop(_))
-            {
+                out[i] = Some(Outcome::Refused(Refusal::Policy(Reason::Replay)));
+            } else if self.replay.len() + accepted.len() >= self.replay.cap() {
+                // Every entry counts: a refusal that decrypted is refused anyway, and
+                // nothing is opened that could not be remembered.
                 self.refuse("replay_store_full");
-                let msg = format!(
-                    "{src}: the replay store is full ({} entries, MAX_REPLAY_ENTRIES); nothing opened until entries expire",
+                log::warn(&format!(
+                    "{src}: refused: {} ({} entries)",
+                    Refusal::StoreFull,
                     self.replay.len()
-                );
-                log::warn(&msg);
-                out[i] = Some(Outcome::Refused(msg));
+                ));
+                out[i] = Some(Outcome::Refused(Refusal::StoreFull));
             } else {
                 in_batch.insert(x.key);
                 accepted.push(i);
@@ -296,17 +384,8 @@ impl Daemon {
         }
         let items: Vec<(ReplayKey, Meta)> =
             accepted.iter().map(|&i| (xs[i].key, xs[i].meta)).collect();
-        if let Err(e) = self.replay.record_many(&items, now) {
-            for &i in &accepted {
-                self.refuse("replay_store");
-                let msg = format!(
-                    "{}: cannot record the replay digest ({e}); nothing opened",
-                    xs[i].meta.src.ip()
-                );
-                log::error(&msg);
-                out[i] = Some(Outcome::Refused(msg));
-            }
-            return out.into_iter().flatten().collect();
+        if let Some(why) = self.replay.record_many(&items, now) {
+            self.persistence_lost(&why);
         }
         // Grants together; everything else (commands, cycles, refusals, --test) alone.
         let mut pending = Vec::new();
@@ -338,12 +417,19 @@ impl Daemon {
         // The group's digests reach the disk now; a `kill -9` could not lose them anyway
         // (they are in the page cache since the write), and a power loss is covered by
         // the clean-shutdown marker.
-        if let Err(e) = self.replay.sync() {
-            log::error(&format!("cannot sync the replay store: {e}"));
+        if let Some(why) = self.replay.sync() {
+            self.persistence_lost(&why);
         }
         out.into_iter()
-            .map(|o| o.unwrap_or_else(|| Outcome::Refused("not decided".into())))
+            .map(|o| o.unwrap_or(Outcome::Refused(Refusal::WorkerMismatch)))
             .collect()
+    }
+
+    fn persistence_lost(&mut self, why: &str) {
+        self.refuse("replay_store");
+        log::error(&format!(
+            "{why}: the replay store goes on IN MEMORY ONLY (replays are still refused; the next start will not trust the file and accepts only packets stamped after it for one age window)"
+        ));
     }
 
     /// Stanza name and the "who" prefix of log lines.
@@ -361,14 +447,14 @@ impl Daemon {
     fn prepare_grants(
         &self,
         g: &crate::pipeline::authorize::GrantDecision,
-        now: u64,
+        now: Now,
     ) -> (Vec<postern_fw::Grant>, String) {
         let mut grants = apply::grants(g);
         for gr in &mut grants {
             let t = self.ledger.effective_timeout(
                 (gr.source, gr.proto, gr.port),
                 gr.timeout.as_secs(),
-                now,
+                now.mono,
             );
             gr.timeout = Duration::from_secs(t);
         }
@@ -404,7 +490,7 @@ impl Daemon {
         who: &str,
         grants: &[postern_fw::Grant],
         desc: &str,
-        now: u64,
+        now: Now,
     ) -> Outcome {
         match result {
             Ok(()) => {
@@ -412,7 +498,7 @@ impl Daemon {
                     self.ledger.record(
                         (gr.source, gr.proto, gr.port),
                         stanza,
-                        now + gr.timeout.as_secs(),
+                        now.mono + gr.timeout.as_secs(),
                     );
                 }
                 self.counters.grants += grants.len() as u64;
@@ -421,90 +507,21 @@ impl Daemon {
             }
             Err(e) => {
                 self.counters.firewall_errors += 1;
-                let msg = format!("{who}: NOT opened {desc}: {e}");
-                log::error(&msg);
-                Outcome::Refused(msg)
+                log::error(&format!("{who}: NOT opened {desc}: {e}"));
+                Outcome::Refused(Refusal::Firewall(e.to_string()))
             }
         }
     }
 
-    /// Re-check a decision: the stanza exists and permits exactly this.
-    pub fn validate(&self, d: &Decision) -> Result<(), String> {
-        let stanza = match d.stanza {
-            Some(i) => self
-                .config
-                .stanzas
-                .get(i)
-                .ok_or_else(|| format!("no stanza {i}"))?,
-            None => {
-                return if matches!(d.verdict, Verdict::Drop(_)) {
-                    Ok(())
-                } else {
-                    Err("no stanza".into())
-                }
-            }
-        };
-        let usable = |ip: IpAddr| !ip.is_unspecified() && !ip.is_multicast();
-        match &d.verdict {
-            Verdict::Drop(_) => Ok(()),
-            Verdict::Grant(g) => {
-                if stanza.cmd_cycle.is_some() {
-                    return Err("a command-cycle stanza does not grant ports".into());
-                }
-                if !usable(g.allow) {
-                    return Err(format!("address {} cannot be opened", g.allow));
-                }
-                if g.ports.is_empty() || g.ports.iter().any(|p| p.port == 0) {
-                    return Err("bad port list".into());
-                }
-                let max = stanza.fw_access_timeout.max(stanza.max_fw_timeout);
-                if g.timeout == 0 || g.timeout > max {
-                    return Err(format!("timeout {} outside 1..={max}", g.timeout));
-                }
-                let listed = |rules: &[crate::config::PortRule], p: &postern_proto::PortSpec| {
-                    rules.iter().any(|r| r.proto == p.proto && r.port == p.port)
-                };
-                for p in &g.ports {
-                    if stanza
-                        .restrict_ports
-                        .as_deref()
-                        .is_some_and(|r| listed(r, p))
-                    {
-                        return Err(format!("{p} is restricted"));
-                    }
-                    if stanza.open_ports.as_deref().is_some_and(|o| !listed(o, p)) {
-                        return Err(format!("{p} is not open"));
-                    }
-                }
-                Ok(())
-            }
-            Verdict::Command(c) => {
-                if !stanza.enable_cmd_exec || stanza.cmd_cycle.is_some() {
-                    return Err("commands are not enabled in this stanza".into());
-                }
-                if c.command.trim().is_empty() {
-                    return Err("empty command".into());
-                }
-                Ok(())
-            }
-            Verdict::Cycle(cy) => {
-                if stanza.cmd_cycle.is_none() {
-                    return Err("no command cycle in this stanza".into());
-                }
-                if cy.ports.is_empty() || !usable(cy.allow) {
-                    return Err("bad command-cycle request".into());
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// User, group and timeout for the commands of stanza `i`.
-    fn exec_identity(&self, i: Option<usize>) -> (Option<String>, Option<String>, Duration) {
+    /// User, group and timeout for the commands of stanza `i`, resolved now.
+    fn exec_identity(&self, i: Option<usize>) -> (Result<Identity, String>, Duration) {
         let s = i.and_then(|i| self.config.stanzas.get(i));
+        let identity = match s {
+            Some(s) => Identity::resolve(s.cmd_exec_user.as_deref(), s.cmd_exec_group.as_deref()),
+            None => Err("no stanza".into()),
+        };
         (
-            s.and_then(|s| s.cmd_exec_user.clone()),
-            s.and_then(|s| s.cmd_exec_group.clone()),
+            identity,
             Duration::from_secs(self.config.server.cmd_exec_timeout),
         )
     }
@@ -514,7 +531,7 @@ impl Daemon {
             .map_or_else(|| "-".into(), |s| s.name())
     }
 
-    fn act(&mut self, decision: Decision, src: IpAddr, now: u64) -> Outcome {
+    fn act(&mut self, decision: Decision, src: IpAddr, now: Now) -> Outcome {
         let (stanza, who) = self.who(&decision, src);
         match decision.verdict {
             Verdict::Drop(reason) => {
@@ -529,7 +546,7 @@ impl Daemon {
                         log::info(&format!("{who}: refused: {reason}"));
                     }
                 }
-                Outcome::Refused(reason.to_string())
+                Outcome::Refused(Refusal::Policy(reason))
             }
             Verdict::Grant(g) => {
                 let (grants, desc) = self.prepare_grants(&g, now);
@@ -548,15 +565,18 @@ impl Daemon {
                     ));
                     return Outcome::WouldAct(c.command);
                 }
-                let (user, group, timeout) = self.exec_identity(decision.stanza);
+                let (identity, timeout) = self.exec_identity(decision.stanza);
+                let identity = match identity {
+                    Ok(i) => i,
+                    Err(e) => return self.identity_refused(&who, e),
+                };
                 self.counters.commands += 1;
                 log::info(&format!(
-                    "{who}: running command for {} as {}",
-                    c.allow,
-                    user.as_deref().unwrap_or("root")
+                    "{who}: running command '{}' for {} as {}",
+                    c.command, c.allow, identity.name
                 ));
-                spawn_command(c.command.clone(), user, group, timeout, who);
-                Outcome::Command(c.command)
+                spawn_command(c.command, identity, timeout, who);
+                Outcome::Command
             }
             Verdict::Cycle(cy) => {
                 let Some(cycle) = decision
@@ -564,7 +584,7 @@ impl Daemon {
                     .and_then(|i| self.config.stanzas.get(i))
                     .and_then(|s| s.cmd_cycle.clone())
                 else {
-                    return Outcome::Refused(format!("{who}: no command cycle in this stanza"));
+                    return Outcome::Refused(Refusal::WorkerMismatch);
                 };
                 let (open, close) = cy.commands(&cycle);
                 let timer = cy.timer(&cycle);
@@ -575,35 +595,57 @@ impl Daemon {
                     ));
                     return Outcome::WouldAct(open.join("; "));
                 }
-                let (user, group, timeout) = self.exec_identity(decision.stanza);
+                let (identity, timeout) = self.exec_identity(decision.stanza);
+                let identity = match identity {
+                    Ok(i) => i,
+                    Err(e) => return self.identity_refused(&who, e),
+                };
                 for cmd in &open {
                     spawn_command(
                         cmd.clone(),
-                        user.clone(),
-                        group.clone(),
+                        identity.clone(),
                         timeout,
                         format!("{who} cycle open"),
                     );
                 }
-                for cmd in close {
-                    self.ledger.schedule_close(now + timer, cmd, stanza.clone());
+                for command in close {
+                    self.ledger.schedule_close(
+                        now.mono + timer,
+                        PendingClose {
+                            command,
+                            identity: identity.clone(),
+                            stanza: stanza.clone(),
+                        },
+                    );
                 }
                 self.counters.commands += open.len() as u64;
                 log::info(&format!(
-                    "{who}: command cycle opened ({} command(s), close in {timer}s)",
-                    open.len()
+                    "{who}: command cycle opened ({} command(s) as {}, close in {timer}s)",
+                    open.len(),
+                    identity.name
                 ));
                 Outcome::Cycle(open.len())
             }
         }
     }
 
-    /// Periodic work: forget old replay entries, run due cycle closes, summarise junk.
-    pub fn tick(&mut self, now: u64) {
+    fn identity_refused(&mut self, who: &str, e: String) -> Outcome {
+        self.refuse("cycle_identity");
+        log::error(&format!("{who}: nothing run: {e}"));
+        Outcome::Refused(Refusal::Identity(e))
+    }
+
+    /// Periodic work: forget old replay entries, start due cycle closes (each in a
+    /// thread of its own: the main loop never waits for a command), summarise junk.
+    pub fn tick(&mut self, now: Now) {
         if let Err(e) = self.replay.prune(now) {
             log::error(&format!("cannot compact the replay store: {e}"));
         }
-        self.run_closes(now, false);
+        let timeout = Duration::from_secs(self.config.server.cmd_exec_timeout);
+        for close in self.ledger.due_closes(now.mono, false) {
+            let who = format!("stanza {} cycle close", close.stanza);
+            spawn_command(close.command, close.identity, timeout, who);
+        }
         if !self.junk.is_empty() && self.last_junk_log.elapsed() >= Duration::from_secs(60) {
             let parts: Vec<String> = self.junk.iter().map(|(k, v)| format!("{k} {v}")).collect();
             log::info(&format!(
@@ -615,24 +657,30 @@ impl Daemon {
         }
     }
 
-    fn run_closes(&mut self, now: u64, all: bool) {
-        for (cmd, stanza) in self.ledger.due_closes(now, all) {
-            let i = self.config.stanzas.iter().position(|s| s.name() == stanza);
-            let (user, group, timeout) = self.exec_identity(i);
-            let r = apply::run_command(&cmd, user.as_deref(), group.as_deref(), timeout);
-            log::info(&format!("stanza {stanza}: cycle close command: {r:?}"));
-        }
-    }
-
-    /// Replace the configuration, keeping grants and the replay store.
+    /// Replace the configuration, keeping grants, pending closes and the replay store.
     pub fn reload(&mut self, config: Config) {
         self.config = config;
     }
 
-    /// Stop: run pending cycle closes, then remove grants as FLUSH_IPT_AT_EXIT says.
-    /// With a default-drop table the base stays, so the host stays closed.
+    /// Stop: run pending cycle closes (waiting for them, each bounded by
+    /// CMD_EXEC_TIMEOUT), then remove grants as FLUSH_IPT_AT_EXIT says. With a
+    /// default-drop table the base stays, so the host stays closed.
     pub fn shutdown(&mut self) {
-        self.run_closes(0, true);
+        let timeout = Duration::from_secs(self.config.server.cmd_exec_timeout);
+        let closes: Vec<_> = self
+            .ledger
+            .due_closes(0, true)
+            .into_iter()
+            .map(|c| {
+                std::thread::spawn(move || {
+                    let r = apply::run_command(&c.command, &c.identity, timeout);
+                    log::info(&format!("stanza {}: cycle close at exit: {r}", c.stanza));
+                })
+            })
+            .collect();
+        for c in closes {
+            let _ = c.join();
+        }
         if let Err(e) = self.replay.close() {
             log::error(&format!("cannot close the replay store cleanly: {e}"));
         }
@@ -646,11 +694,11 @@ impl Daemon {
     }
 
     /// Status as JSON.
-    pub fn status_json(&mut self, now: u64, extra: &serde_json::Value) -> serde_json::Value {
+    pub fn status_json(&mut self, now: Now, extra: &serde_json::Value) -> serde_json::Value {
         let mut v = self.counters_json(extra);
         let active: Vec<serde_json::Value> = self
             .ledger
-            .active(now)
+            .active(now.mono)
             .into_iter()
             .map(|((ip, proto, port), e)| {
                 serde_json::json!({
@@ -658,7 +706,7 @@ impl Daemon {
                     "proto": proto.name(),
                     "port": port,
                     "stanza": e.stanza,
-                    "seconds_left": e.expires.saturating_sub(now),
+                    "seconds_left": e.expires.saturating_sub(now.mono),
                 })
             })
             .collect();
@@ -670,10 +718,11 @@ impl Daemon {
     /// monitoring and the benchmark).
     pub fn counters_json(&self, extra: &serde_json::Value) -> serde_json::Value {
         let mut counters = self.counters.clone();
+        let me = crate::privsep::proc_state(std::process::id());
         let mut parts = vec![serde_json::json!({
             "part": if self.worker.is_some() { "privileged: firewall, replay store, commands" } else { "all" },
             "pid": std::process::id(),
-            "user": crate::privsep::user_of(std::process::id()),
+            "user": me.user,
         })];
         if let Some(w) = &self.worker {
             counters.examined = w.counters.examined;
@@ -681,13 +730,27 @@ impl Daemon {
             for (k, n) in &w.counters.refused {
                 *counters.refused.entry(k).or_insert(0) += n;
             }
+            let state = if w.pid == 0 {
+                crate::privsep::ProcState::default()
+            } else {
+                crate::privsep::proc_state(w.pid)
+            };
+            let show = |s: Option<Sandbox>| s.map_or("starting", Sandbox::as_str);
             parts.push(serde_json::json!({
-                "part": "worker: capture, decode, authorize",
+                "part": "worker: capture, decode, filter",
                 "pid": w.pid,
-                "user": w.user,
-                "landlock": w.landlock,
+                "user": state.user,
+                "landlock": show(w.landlock),
+                "seccomp": show(w.seccomp),
+                "kernel_seccomp_mode": state.seccomp,
+                "no_new_privs": state.no_new_privs,
+                "restarts": w.restarts,
             }));
         }
+        let replay = match self.replay.degraded() {
+            Some(why) => format!("IN MEMORY ONLY: {why}"),
+            None => "persistent".into(),
+        };
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "pid": std::process::id(),
@@ -701,37 +764,55 @@ impl Daemon {
             "dropped": counters.dropped,
             "parts": parts,
             "replay_entries": self.replay.len(),
+            "replay_store": replay,
+            "pending_closes": self.ledger.pending_closes(),
             "core_dumps": if nix::sys::prctl::get_dumpable().unwrap_or(true) { "enabled" } else { "disabled" },
             "intake": extra["intake"],
         })
     }
 }
 
-fn spawn_command(
-    command: String,
-    user: Option<String>,
-    group: Option<String>,
-    timeout: Duration,
-    who: String,
-) {
-    std::thread::spawn(move || {
-        let r = apply::run_command(&command, user.as_deref(), group.as_deref(), timeout);
-        match r {
-            CommandResult::Exited(0) => log::info(&format!("{who}: command finished")),
-            other => log::warn(&format!("{who}: command ended badly: {other:?}")),
-        }
-    });
+fn spawn_command(command: String, identity: Identity, timeout: Duration, who: String) {
+    std::thread::spawn(
+        move || match apply::run_command(&command, &identity, timeout) {
+            apply::CommandResult::Exited(0) => log::info(&format!("{who}: command finished")),
+            other => log::warn(&format!("{who}: command '{command}' {other}")),
+        },
+    );
 }
 
-/// Render status JSON as text for people.
+/// Render status JSON as text for people (every string escaped: no control
+/// character from a configuration or a packet reaches the terminal).
 pub fn status_text(v: &serde_json::Value) -> String {
+    let t = |x: &serde_json::Value| log::clean(x.as_str().unwrap_or("?")).into_owned();
     let mut s = format!(
-        "posternd {} (pid {})\nintake: {}\nfirewall: {}\n",
-        v["version"].as_str().unwrap_or("?"),
+        "posternd {} (pid {})\nintake: {}\nfirewall: {}\nreplay store: {} ({} entries)\n",
+        t(&v["version"]),
         v["pid"],
-        v["intake"].as_str().unwrap_or("?"),
-        v["firewall"].as_str().unwrap_or("?")
+        t(&v["intake"]),
+        t(&v["firewall"]),
+        t(&v["replay_store"]),
+        v["replay_entries"],
     );
+    for p in v["parts"].as_array().cloned().unwrap_or_default() {
+        s.push_str(&format!(
+            "process: {} pid {} as '{}'",
+            t(&p["part"]),
+            p["pid"],
+            t(&p["user"])
+        ));
+        if p.get("landlock").is_some() {
+            s.push_str(&format!(
+                ", landlock {}, seccomp {} (kernel mode {}), no_new_privs {}, restarts {}",
+                t(&p["landlock"]),
+                t(&p["seccomp"]),
+                p["kernel_seccomp_mode"],
+                p["no_new_privs"],
+                p["restarts"]
+            ));
+        }
+        s.push('\n');
+    }
     let refused: u64 = v["refused"].as_object().map_or(0, |m| {
         m.values().filter_map(serde_json::Value::as_u64).sum()
     });
@@ -757,9 +838,9 @@ pub fn status_text(v: &serde_json::Value) -> String {
         for a in active {
             s.push_str(&format!(
                 "  {:<40} {:<12} {:<24} {:>5}s\n",
-                a["source"].as_str().unwrap_or(""),
-                format!("{}/{}", a["proto"].as_str().unwrap_or(""), a["port"]),
-                a["stanza"].as_str().unwrap_or(""),
+                t(&a["source"]),
+                format!("{}/{}", t(&a["proto"]), a["port"]),
+                t(&a["stanza"]),
                 a["seconds_left"].as_u64().unwrap_or(0)
             ));
         }
@@ -770,7 +851,6 @@ pub fn status_text(v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::authorize::Decision;
     use postern_fw::memory::Memory;
     use postern_proto::{
         encode, DigestType, EncryptionMode, HmacKey, Key, Keys, MessageType, RandomValue,
@@ -778,6 +858,10 @@ mod tests {
     };
 
     const T: u64 = 1_795_000_000;
+
+    fn at(t: u64) -> Now {
+        Now { wall: t, mono: t }
+    }
 
     fn config(access: &str) -> Config {
         let (server, notes) =
@@ -796,40 +880,66 @@ mod tests {
         }
     }
 
-    fn packet(n: u8, ts: u64, port: u16) -> Datagram {
-        let keys = Keys::new(
-            Key::from_passphrase("enc"),
-            EncryptionMode::Cbc,
-            Some(HmacKey {
-                key: Key::from_passphrase("mac"),
-                digest: DigestType::Sha256,
-            }),
-        )
-        .unwrap();
-        let m = SpaMessage {
+    fn message(n: u8, ts: u64, kind: MessageType, text: &str) -> SpaMessage {
+        SpaMessage {
             random_value: RandomValue::from_digits(&format!("{:016}", u64::from(n) + 1000))
                 .unwrap(),
             username: "u".into(),
             timestamp: ts,
             version: "3.0.0".into(),
-            message_type: MessageType::Access,
-            message: format!("198.18.1.2,tcp/{port}"),
+            message_type: kind,
+            message: text.into(),
             nat_access: None,
             server_auth: None,
             client_timeout: 0,
-        };
-        let w = encode(&m, &keys, DigestType::Sha256, [n; 8]).unwrap();
+        }
+    }
+
+    fn keys(enc: &str, mac: &str) -> Keys {
+        Keys::new(
+            Key::from_passphrase(enc),
+            EncryptionMode::Cbc,
+            Some(HmacKey {
+                key: Key::from_passphrase(mac),
+                digest: DigestType::Sha256,
+            }),
+        )
+        .unwrap()
+    }
+
+    fn sealed(m: &SpaMessage, k: &Keys, n: u8, src: &str) -> Datagram {
+        let w = encode(m, k, DigestType::Sha256, [n; 8]).unwrap();
         Datagram {
-            src: "198.18.1.2:5000".parse().unwrap(),
+            src: src.parse().unwrap(),
             dst: "198.18.1.1:62201".parse().unwrap(),
             payload: w.into_bytes(),
         }
     }
 
-    fn daemon(cap: usize) -> (Daemon, Memory) {
+    fn packet(n: u8, ts: u64, port: u16) -> Datagram {
+        let m = message(
+            n,
+            ts,
+            MessageType::Access,
+            &format!("198.18.1.2,tcp/{port}"),
+        );
+        sealed(&m, &keys("enc", "mac"), n, "198.18.1.2:5000")
+    }
+
+    fn candidate(d: &Datagram, hint: u32) -> Candidate {
+        Candidate {
+            hint,
+            src: d.src,
+            dst: d.dst,
+            received: 0,
+            payload: String::from_utf8(d.payload.clone()).unwrap(),
+        }
+    }
+
+    fn daemon_with(access: &str, cap: usize) -> (Daemon, Memory) {
         let mem = Memory::default();
         let d = Daemon::new(
-            config("SOURCE ANY\nKEY enc\nHMAC_KEY mac\n"),
+            config(access),
             Box::new(mem.clone()),
             ReplayStore::in_memory(240, cap),
             false,
@@ -837,216 +947,236 @@ mod tests {
         (d, mem)
     }
 
+    fn daemon(cap: usize) -> (Daemon, Memory) {
+        daemon_with("SOURCE ANY\nKEY enc\nHMAC_KEY mac\n", cap)
+    }
+
     fn granted(o: &Outcome) -> bool {
         matches!(o, Outcome::Granted(_))
     }
+
+    fn refused_for(o: &Outcome, text: &str) -> bool {
+        matches!(o, Outcome::Refused(r) if r.to_string().contains(text))
+    }
+
+    const REPLAY: Outcome = Outcome::Refused(Refusal::Policy(Reason::Replay));
 
     #[test]
     fn clock_steps_keep_replay_and_age_checks_right() {
         let (mut d, _) = daemon(1000);
         let p = packet(1, T, 22);
-        assert!(granted(&d.handle(&p, T)));
-        // The clock steps back an hour (NTP): the packet is still a replay.
-        assert_eq!(
-            d.handle(&p, T - 3600),
-            Outcome::Refused(Reason::Replay.to_string())
-        );
-        d.tick(T - 3600);
-        assert_eq!(
-            d.handle(&p, T - 3600),
-            Outcome::Refused(Reason::Replay.to_string()),
-            "prune must not forget it"
-        );
-        // A fresh packet stamped before the step is judged against the new clock.
-        assert!(
-            matches!(d.handle(&packet(2, T, 22), T - 3600), Outcome::Refused(r) if r.contains("outside the allowed window"))
-        );
-        // The clock steps forward: old packets are too old, current ones fine.
-        assert!(
-            matches!(d.handle(&packet(3, T, 22), T + 500), Outcome::Refused(r) if r.contains("outside the allowed window"))
-        );
-        assert!(granted(&d.handle(&packet(4, T + 500, 22), T + 500)));
-        // Entries live for twice the window after they were recorded, then go.
-        d.tick(T + 500 + 241);
-        assert!(!d.replay.contains(
-            &postern_proto::Packet::new_checked(&packet(4, T + 500, 22).payload)
-                .unwrap()
-                .replay_key()
+        assert!(granted(&d.handle(&p, at(T))));
+        // The wall clock steps back an hour (NTP); the monotonic clock moved 1 s.
+        let back = Now {
+            wall: T - 3600,
+            mono: T + 1,
+        };
+        assert_eq!(d.handle(&p, back), REPLAY);
+        d.tick(back);
+        assert_eq!(d.handle(&p, back), REPLAY, "prune must not forget it");
+        // A fresh packet stamped before the step is judged against the new wall clock.
+        assert!(refused_for(
+            &d.handle(&packet(2, T, 22), back),
+            "outside the allowed window"
         ));
+        // The wall clock steps a day forward: retention runs on the monotonic clock, so
+        // the digest is kept, and the packet stays a replay when the clock comes back.
+        let ahead = Now {
+            wall: T + 86_400,
+            mono: T + 2,
+        };
+        d.tick(ahead);
+        assert_eq!(d.handle(&p, at(T).plus(0)), REPLAY);
+        let later = Now {
+            wall: T,
+            mono: T + 3,
+        };
+        assert_eq!(
+            d.handle(&p, later),
+            REPLAY,
+            "a forward step readmitted a packet"
+        );
+        assert!(granted(&d.handle(&packet(4, T, 22), later)));
+        // Entries live for twice the window after they were recorded (monotonic), then go.
+        d.tick(Now {
+            wall: T,
+            mono: T + 3 + 241,
+        });
+        let k4 = postern_proto::Packet::new_checked(&packet(4, T, 22).payload)
+            .unwrap()
+            .replay_key();
+        assert!(!d.replay.contains(&k4));
     }
 
     #[test]
-    fn a_full_store_refuses_instead_of_forgetting() {
-        let (mut d, mem) = daemon(2);
-        assert!(granted(&d.handle(&packet(1, T, 22), T)));
-        assert!(granted(&d.handle(&packet(2, T, 23), T)));
-        assert!(
-            matches!(d.handle(&packet(3, T, 24), T), Outcome::Refused(r) if r.contains("replay store is full"))
-        );
-        assert_eq!(mem.record.lock().unwrap().grants.len(), 2);
-        assert_eq!(d.counters.refused["replay_store_full"], 1);
+    fn a_full_store_refuses_instead_of_forgetting_and_every_entry_counts() {
+        let (mut d, mem) = daemon_with("SOURCE ANY\nKEY enc\nHMAC_KEY mac\nOPEN_PORTS tcp/22\n", 2);
+        assert!(granted(&d.handle(&packet(1, T, 22), at(T))));
+        // A packet that decrypted but is refused by policy takes an entry too.
+        assert!(refused_for(
+            &d.handle(&packet(2, T, 23), at(T)),
+            "not in OPEN_PORTS"
+        ));
+        assert_eq!(d.replay.len(), 2);
+        assert!(refused_for(
+            &d.handle(&packet(3, T, 22), at(T)),
+            "replay store is full"
+        ));
+        assert!(refused_for(
+            &d.handle(&packet(4, T, 23), at(T)),
+            "replay store is full"
+        ));
+        assert_eq!(d.replay.len(), 2, "nothing goes past MAX_REPLAY_ENTRIES");
+        assert_eq!(mem.record.lock().unwrap().grants.len(), 1);
+        assert_eq!(d.counters.refused["replay_store_full"], 2);
         // Once entries expire there is room again.
-        d.tick(T + 241);
-        assert!(granted(&d.handle(&packet(5, T + 241, 25), T + 241)));
+        d.tick(at(T + 241));
+        assert!(granted(&d.handle(&packet(5, T + 241, 22), at(T + 241))));
     }
 
     #[test]
     fn after_a_lost_store_only_packets_stamped_after_start_count() {
         let (mut d, _) = daemon(1000);
-        d.not_before = Some(T);
-        assert!(
-            matches!(d.handle(&packet(1, T - 10, 22), T), Outcome::Refused(r) if r.contains("stamped before posternd started"))
-        );
-        assert!(granted(&d.handle(&packet(2, T, 22), T)));
+        d.refuse_before(at(T));
+        assert!(refused_for(
+            &d.handle(&packet(1, T - 10, 22), at(T)),
+            "stamped before posternd started"
+        ));
+        assert!(granted(&d.handle(&packet(2, T, 22), at(T))));
+        // A wall-clock step does not end the rule early: it lasts one window of the
+        // monotonic clock.
+        let stepped = Now {
+            wall: T + 10_000,
+            mono: T + 5,
+        };
+        assert!(refused_for(
+            &d.handle(&packet(6, T - 5, 22), stepped),
+            "outside the allowed window"
+        ));
         // After one window the guard is gone (the age check covers the rest).
-        assert!(granted(&d.handle(&packet(3, T + 100, 22), T + 121)));
+        assert!(granted(&d.handle(&packet(3, T + 100, 22), at(T + 121))));
     }
 
     #[test]
     fn a_batch_is_one_transaction_and_duplicates_in_flight_are_refused() {
-        use crate::pipeline::authorize::GrantDecision;
-        let mem = Memory::default();
-        let mut d = Daemon::new(
-            config("SOURCE ANY\nKEY enc\nHMAC_KEY mac\nOPEN_PORTS tcp/22\n"),
-            Box::new(mem.clone()),
-            ReplayStore::in_memory(240, 1000),
-            false,
+        let (mut d, mem) = daemon_with(
+            "SOURCE ANY\nKEY enc\nHMAC_KEY mac\nOPEN_PORTS tcp/22\n",
+            1000,
         );
-        let x = |key: u8, port: u16, allow: &str| Decided {
-            key: ReplayKey([key; 32]),
-            meta: Meta {
-                proto: 17,
-                src: "198.18.1.2:1".parse().unwrap(),
-                dst: "198.18.1.1:62201".parse().unwrap(),
-            },
-            decision: Decision {
-                verdict: Verdict::Grant(GrantDecision {
-                    allow: allow.parse().unwrap(),
-                    ports: vec![postern_proto::PortSpec {
-                        proto: postern_proto::Protocol::Tcp,
-                        port,
-                    }],
-                    timeout: 30,
-                }),
-                stanza: Some(0),
-                burn: true,
-                username: None,
-            },
-        };
-        let out = d.apply_batch(
-            vec![
-                x(1, 22, "198.18.1.2"),
-                x(2, 22, "198.18.1.3"),
-                x(1, 22, "198.18.1.2"),
-                x(3, 23, "198.18.1.4"),
-            ],
-            T,
-        );
-        assert!(matches!(&out[0], Outcome::Granted(_)), "{out:?}");
-        assert!(matches!(&out[1], Outcome::Granted(_)), "{out:?}");
-        assert!(
-            matches!(&out[2], Outcome::Refused(r) if r.contains("replay")),
-            "{out:?}"
-        );
-        assert!(
-            matches!(&out[3], Outcome::Refused(r) if r.contains("not open")),
-            "{out:?}"
-        );
+        let c = |n: u8, port: u16| candidate(&packet(n, T, port), 0);
+        let cands = [c(1, 22), c(2, 22), c(1, 22), c(3, 23)];
+        let batch: Vec<Decided> = cands.iter().filter_map(|c| d.rederive(c, at(T))).collect();
+        assert_eq!(batch.len(), 4, "all authenticate");
+        let out = d.apply_batch(batch, at(T));
+        assert!(granted(&out[0]) && granted(&out[1]), "{out:?}");
+        assert_eq!(out[2], REPLAY);
+        assert!(refused_for(&out[3], "not in OPEN_PORTS"), "{out:?}");
         assert_eq!(mem.record.lock().unwrap().batches, vec![2]);
-        assert!(d.knows(&ReplayKey([2; 32])) && !d.knows(&ReplayKey([3; 32])));
         // Already recorded: refused by the privileged part even if the worker sends it.
-        let again = d.apply_batch(vec![x(2, 22, "198.18.1.3")], T);
-        assert!(matches!(&again[0], Outcome::Refused(r) if r.contains("replay")));
+        assert!(d.rederive(&c(2, 22), at(T)).is_none());
         // A refusing firewall: each decision is tried alone, none is reported open.
         *mem.fail_apply.lock().unwrap() = Some("boom".into());
-        let out = d.apply_batch(vec![x(4, 22, "198.18.1.5"), x(5, 22, "198.18.1.6")], T);
-        assert!(out
+        let batch: Vec<Decided> = [c(4, 22), c(5, 22)]
             .iter()
-            .all(|o| matches!(o, Outcome::Refused(r) if r.contains("NOT opened"))));
+            .filter_map(|c| d.rederive(c, at(T)))
+            .collect();
+        let out = d.apply_batch(batch, at(T));
+        assert!(out.iter().all(|o| refused_for(o, "firewall change failed")));
         assert_eq!(d.counters.firewall_errors, 2);
         assert_eq!(mem.record.lock().unwrap().batches, vec![2]);
     }
 
     #[test]
-    fn forged_requests_from_the_worker_are_refused() {
-        use crate::pipeline::authorize::{CommandDecision, GrantDecision};
-        let mem = Memory::default();
-        let mut d = Daemon::new(
-            config("SOURCE ANY\nKEY enc\nHMAC_KEY mac\nOPEN_PORTS tcp/22\nMAX_FW_TIMEOUT 60\n"),
-            Box::new(mem.clone()),
-            ReplayStore::in_memory(240, 1000),
-            false,
+    fn forged_candidates_from_the_worker_open_nothing() {
+        let access = "SOURCE 198.18.1.0/24\nKEY enc\nHMAC_KEY mac\nOPEN_PORTS tcp/22\n\
+                      SOURCE 198.18.7.0/24\nKEY enc2\nHMAC_KEY mac2\nENABLE_CMD_EXEC Y\n";
+        let (mut d, mem) = daemon_with(access, 1000);
+        let k1 = keys("enc", "mac");
+        let genuine = packet(1, T, 22);
+        let mut forged = Vec::new();
+        // Bytes that never authenticated, with any hint.
+        forged.push(Candidate {
+            payload: "U2FsdGVkX1".repeat(20),
+            ..candidate(&genuine, 0)
+        });
+        // A genuine packet claimed from a source outside every SOURCE (a stranger).
+        forged.push(Candidate {
+            src: "203.0.113.9:5000".parse().unwrap(),
+            ..candidate(&genuine, 0)
+        });
+        // A command for the stanza that allows commands, sealed with the other stanza's
+        // keys, claimed from inside the command stanza's SOURCE.
+        let cmd = message(
+            2,
+            T,
+            MessageType::Command,
+            "198.18.7.2,/bin/touch /tmp/pwned",
         );
-        let grant = |port: u16, timeout: u64, allow: &str| {
-            Verdict::Grant(GrantDecision {
-                allow: allow.parse().unwrap(),
-                ports: vec![postern_proto::PortSpec {
-                    proto: postern_proto::Protocol::Tcp,
-                    port,
-                }],
-                timeout,
-            })
-        };
-        let forged = [
-            (Some(0), grant(23, 30, "198.18.1.2"), "not open"),
-            (Some(0), grant(22, 3600, "198.18.1.2"), "timeout"),
-            (Some(0), grant(22, 30, "0.0.0.0"), "cannot be opened"),
-            (Some(5), grant(22, 30, "198.18.1.2"), "no stanza 5"),
-            (
-                Some(0),
-                Verdict::Command(CommandDecision {
-                    allow: "198.18.1.2".parse().unwrap(),
-                    command: "/bin/sh".into(),
-                }),
-                "not enabled",
-            ),
-        ];
-        for (n, (stanza, verdict, why)) in forged.into_iter().enumerate() {
-            let x = Decided {
-                key: ReplayKey([n as u8; 32]),
-                meta: Meta {
-                    proto: 17,
-                    src: "198.18.1.2:1".parse().unwrap(),
-                    dst: "198.18.1.1:62201".parse().unwrap(),
-                },
-                decision: Decision {
-                    verdict,
-                    stanza,
-                    burn: true,
-                    username: None,
-                },
-            };
-            assert!(
-                matches!(d.apply_decided(x, T), Outcome::Refused(r) if r.contains(why)),
-                "{why}"
-            );
+        forged.push(Candidate {
+            src: "198.18.7.2:5000".parse().unwrap(),
+            ..candidate(&sealed(&cmd, &k1, 2, "198.18.7.2:5000"), 1)
+        });
+        // An old packet (outside the age window), and a packet for a port not open.
+        forged.push(candidate(&packet(3, T - 1000, 22), 0));
+        forged.push(candidate(&packet(4, T, 23), 0));
+        // A payload with control characters and an over-long one.
+        forged.push(Candidate {
+            payload: "granted\n198.18.1.9 \u{1b}[2J".into(),
+            ..candidate(&genuine, 0)
+        });
+        let mut decided = Vec::new();
+        for c in &forged {
+            decided.extend(d.rederive(c, at(T)));
         }
+        let outcomes = d.apply_batch(decided, at(T));
+        assert!(
+            outcomes.iter().all(|o| matches!(o, Outcome::Refused(_))),
+            "{outcomes:?}"
+        );
         assert!(mem.record.lock().unwrap().grants.is_empty());
-        assert_eq!(d.counters.refused["invalid_request"], 5);
-        let ok = Decided {
-            key: ReplayKey([99; 32]),
-            meta: Meta {
-                proto: 17,
-                src: "198.18.1.2:1".parse().unwrap(),
-                dst: "198.18.1.1:62201".parse().unwrap(),
-            },
-            decision: Decision {
-                verdict: grant(22, 60, "198.18.1.2"),
-                stanza: Some(0),
-                burn: true,
-                username: None,
-            },
-        };
-        assert!(granted(&d.apply_decided(ok, T)));
+        assert_eq!(d.counters.commands, 0);
+        assert!(
+            d.counters.refused["worker_mismatch"] >= 3,
+            "{:?}",
+            d.counters.refused
+        );
+        // Only packets that decrypted take replay entries: no forged entry fills the store.
+        assert!(d.replay.len() <= 2, "{}", d.replay.len());
+        // And a genuine packet still works.
+        let x = d.rederive(&candidate(&genuine, 0), at(T)).unwrap();
+        assert!(granted(&d.apply_batch(vec![x], at(T))[0]));
+    }
+
+    #[test]
+    fn a_cycle_close_keeps_the_identity_it_was_opened_with() {
+        let access = "SOURCE ANY\nKEY enc\nHMAC_KEY mac\nCMD_EXEC_USER nobody\nCMD_CYCLE_OPEN /bin/true $IP\nCMD_CYCLE_CLOSE /bin/true close $IP\nCMD_CYCLE_TIMER 5\n";
+        let (mut d, _) = daemon_with(access, 1000);
+        let mut m = message(1, T, MessageType::ClientTimeoutAccess, "198.18.1.2,tcp/22");
+        m.client_timeout = 600;
+        let p = sealed(&m, &keys("enc", "mac"), 1, "198.18.1.2:5000");
+        assert_eq!(d.handle(&p, at(T)), Outcome::Cycle(1));
+        // A reload moves the stanza and drops CMD_EXEC_USER: the close is unchanged.
+        d.reload(config(&format!(
+            "# moved\n\n{}",
+            access.replace("CMD_EXEC_USER nobody\n", "")
+        )));
+        let nobody = crate::ids::user("nobody").unwrap();
+        // The client's timeout does not replace CMD_CYCLE_TIMER.
+        assert!(d.ledger.due_closes(T + 4, false).is_empty());
+        let due = d.ledger.due_closes(T + 5, false);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].identity.ids.map(|(u, _)| u), Some(nobody.uid));
+        assert_eq!(due[0].command, "/bin/true close 198.18.1.2");
     }
 
     #[test]
     fn a_refusing_firewall_opens_nothing_and_the_daemon_goes_on() {
         let (mut d, mem) = daemon(1000);
         *mem.fail_apply.lock().unwrap() = Some("netlink: table deleted".into());
-        assert!(
-            matches!(d.handle(&packet(1, T, 22), T), Outcome::Refused(r) if r.contains("NOT opened"))
-        );
+        assert!(refused_for(
+            &d.handle(&packet(1, T, 22), at(T)),
+            "firewall change failed"
+        ));
         assert_eq!(d.counters.firewall_errors, 1);
         assert!(
             d.ledger.active(T).is_empty(),
@@ -1058,7 +1188,7 @@ mod tests {
             "the base was reinstalled once"
         );
         *mem.fail_apply.lock().unwrap() = None;
-        assert!(granted(&d.handle(&packet(2, T, 22), T)));
+        assert!(granted(&d.handle(&packet(2, T, 22), at(T))));
         assert_eq!(d.ledger.active(T).len(), 1);
     }
 }

@@ -13,9 +13,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod ids;
 pub mod log;
 pub mod pipeline;
 pub mod privsep;

@@ -1,11 +1,12 @@
-//! posternd's wiring: command line, configuration, intake threads, signals, control
-//! socket and the main loop. Everything is checked before the firewall is touched: a
-//! bad configuration or an unusable interface leaves the ruleset exactly as it was.
+//! posternd's wiring: command line, configuration, intake, privilege separation,
+//! signals, control socket and the main loop. Everything is checked before the
+//! firewall is touched: a bad configuration or an unusable interface leaves the ruleset
+//! exactly as it was.
 //!
 //! ```text
-//!  capture threads ──┐
-//!  control socket ───┼─► bounded channel ─► main loop: Daemon::handle / status / reload
-//!  signal thread ────┘                          └─► tick every second
+//!  worker (candidates) ─┐   or  capture threads (one process)
+//!  control socket ──────┼─► bounded channel ─► main loop: rederive + apply_batch /
+//!  signal thread ───────┘                       handle / status / reload, tick 1/s
 //! ```
 
 #![forbid(unsafe_code)]
@@ -19,15 +20,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Parser, Subcommand};
-use postern_capture::afpacket::PacketSocket;
-use postern_capture::udp::UdpIntake;
 use postern_capture::Datagram;
 use postern_fw::nftables::{NftConfig, Nftables};
-use postern_proto::{Protocol, ReplayKey};
+use postern_proto::Protocol;
+use posternd::clock::Now;
 use posternd::config::Config;
 use posternd::control::{self, Request};
-use posternd::daemon::{status_text, Daemon, Outcome, Step, WorkerInfo};
+use posternd::daemon::{status_text, Daemon, Outcome, WorkerInfo};
 use posternd::log;
+use posternd::pipeline::capture;
+use posternd::privsep::parent::{self, Backoff, WorkerEvent};
+use posternd::privsep::protocol::FromWorker;
 use posternd::replay::ReplayStore;
 
 /// posternd: Single Packet Authorization daemon, compatible with fwknopd 2.6.
@@ -102,9 +105,6 @@ struct Cli {
     /// Internal: run as the unprivileged worker (started by posternd itself).
     #[arg(long = "worker", hide = true)]
     worker: bool,
-    /// Internal: the worker refuses packets stamped before this time.
-    #[arg(long = "worker-not-before", hide = true, value_name = "SECONDS")]
-    worker_not_before: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,14 +121,6 @@ enum Cmd {
         #[arg(short = 'r', long = "run-dir", value_name = "DIR")]
         run_dir: Option<PathBuf>,
     },
-}
-
-enum Event {
-    Packet(Datagram),
-    Control(Request),
-    Signal(i32),
-    Worker(String),
-    WorkerGone,
 }
 
 fn default_config() -> PathBuf {
@@ -186,14 +178,16 @@ fn apply_overrides(config: &mut Config, cli: &Cli) {
     }
 }
 
-fn socket_for(config_file: Option<&Path>, run_dir: Option<&Path>) -> PathBuf {
+/// The control socket of the posternd that `config_file` (or the default) configures.
+/// A configuration that cannot be read is an error: never a guess at another socket,
+/// which could belong to a different posternd.
+fn socket_for(config_file: Option<&Path>, run_dir: Option<&Path>) -> Result<PathBuf> {
     if let Some(d) = run_dir {
-        return d.join("posternd.sock");
+        return Ok(d.join("posternd.sock"));
     }
-    load(config_file, None).map_or_else(
-        |_| PathBuf::from("/run/postern/posternd.sock"),
-        |c| c.server.control_socket,
-    )
+    load(config_file, None)
+        .map(|c| c.server.control_socket)
+        .map_err(|e| anyhow!("configuration error: {e}; cannot tell which posternd to ask"))
 }
 
 fn ask(socket: &Path, command: &str) -> Result<String> {
@@ -203,6 +197,13 @@ fn ask(socket: &Path, command: &str) -> Result<String> {
             socket.display()
         )
     })
+}
+
+enum Event {
+    Packet(Datagram),
+    Control(Request),
+    Signal(i32),
+    Worker(u64, WorkerEvent),
 }
 
 fn main() -> ExitCode {
@@ -237,14 +238,14 @@ fn run() -> Result<ExitCode> {
     }) = &cli.command
     {
         let out = ask(
-            &socket_for(config_file.as_deref(), run_dir.as_deref()),
+            &socket_for(config_file.as_deref(), run_dir.as_deref())?,
             if *json { "status-json" } else { "status" },
         )?;
         print!("{out}");
         return Ok(ExitCode::SUCCESS);
     }
     if cli.status || cli.kill || cli.restart {
-        let socket = socket_for(cli.config_file.as_deref(), cli.run_dir.as_deref());
+        let socket = socket_for(cli.config_file.as_deref(), cli.run_dir.as_deref())?;
         let cmd = if cli.status {
             "status"
         } else if cli.kill {
@@ -271,6 +272,9 @@ fn run() -> Result<ExitCode> {
             bail!("{e}; not started, firewall unchanged");
         }
     };
+    if cli.worker {
+        return posternd::privsep::worker::run(config, cli.verbose > 0 || cli.test);
+    }
     let nft = NftConfig {
         family: config.server.nft_table.0,
         table: config.server.nft_table.1.clone(),
@@ -350,67 +354,78 @@ fn run_pcap(
     path: &Path,
     test: bool,
 ) -> Result<ExitCode> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let packets = postern_capture::pcapfile::read(&bytes, Some(config.server.spa_port))
-        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    let (replay, not_before) = open_replay(&config, test)?;
-    let mut d = Daemon::new(config, fw, replay, test);
-    d.not_before = not_before;
-    d.setup_firewall().map_err(|e| anyhow!("{e}"))?;
     use std::io::Write as _;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = postern_capture::pcapfile::Reader::new(
+        std::io::BufReader::with_capacity(1 << 20, file),
+        Some(config.server.spa_port),
+    )
+    .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let (replay, trusted) = open_replay(&config, test);
+    let mut d = Daemon::new(config, fw, replay, test);
+    if !trusted {
+        d.refuse_before(Now::read());
+    }
+    d.setup_firewall().map_err(|e| anyhow!("{e}"))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for (_, dg) in &packets {
-        let outcome = d.handle(dg, now());
-        let text = match outcome {
+    let mut n = 0u64;
+    while let Some((_, dg)) = reader
+        .next_datagram()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?
+    {
+        n += 1;
+        let text = match d.handle(&dg, Now::read()) {
             Outcome::Refused(r) => format!("refused: {r}"),
             Outcome::Granted(g) => format!("granted: {}", g.join(", ")),
-            Outcome::Command(_) => "command run".into(),
+            Outcome::Command => "command run".into(),
             Outcome::Cycle(n) => format!("cycle: {n} command(s)"),
-            Outcome::WouldAct(w) => format!("would act: {w}"),
+            Outcome::WouldAct(w) => format!("would act: {}", log::clean(&w)),
         };
         writeln!(out, "{} -> {}: {text}", dg.src, dg.dst)?;
     }
-    writeln!(out, "{} packet(s) processed", packets.len())?;
+    writeln!(out, "{n} packet(s) processed")?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// The replay store as configured, and, when its file was missing or damaged, the start
-/// time before which packets are refused for one age window (anything captured earlier
-/// could be unknown to the store).
-fn open_replay(config: &Config, test: bool) -> Result<(ReplayStore, Option<u64>)> {
+/// The replay store as configured, and whether it can be trusted. When its file was
+/// missing, damaged, unclean, or cannot be written, the caller refuses packets stamped
+/// before the start for one age window (anything captured earlier could be unknown to
+/// the store). Never an error: a disk that fails locks nobody out.
+fn open_replay(config: &Config, test: bool) -> (ReplayStore, bool) {
     let retain = 2 * config.server.max_packet_age;
     let cap = config.server.max_replay_entries;
     if test || !config.server.digest_persistence {
-        return Ok((ReplayStore::in_memory(retain, cap), None));
+        return (ReplayStore::in_memory(retain, cap), true);
     }
     let path = &config.server.digest_file;
-    let start = now();
-    let opened = ReplayStore::open(path, start, retain, cap)
-        .with_context(|| format!("cannot open the replay store {}", path.display()))?;
+    let flag = config.server.run_dir.join("replay.untrusted");
+    let opened = ReplayStore::open(path, Some(&flag), Now::read(), retain, cap);
     opened.warnings.iter().for_each(|w| log::warn(w));
+    if let Some(why) = opened.store.degraded() {
+        log::error(&format!(
+            "{why}: the replay store runs IN MEMORY ONLY (replays are still refused; posternd status shows it)"
+        ));
+    }
     if opened.trusted {
-        return Ok((opened.store, None));
+        return (opened.store, true);
     }
     log::warn(&format!(
         "the replay store {} {}: for the next {} s only packets stamped after this start are accepted",
         path.display(),
         if !opened.existed {
             "did not exist (first start?)"
+        } else if opened.store.degraded().is_some() {
+            "cannot be written"
         } else if opened.unclean {
             "was not closed cleanly (crash, power loss or kill -9)"
         } else {
-            "is damaged"
+            "is damaged or was not kept on disk by the previous run"
         },
         config.server.max_packet_age
     ));
-    Ok((opened.store, Some(start)))
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    (opened.store, false)
 }
 
 fn check_pid_file(path: &Path) -> Result<()> {
@@ -428,7 +443,8 @@ fn check_pid_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn notify_ready() {
+/// Tell systemd something (`READY=1`, `WATCHDOG=1`, ...), when it listens.
+fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -439,385 +455,158 @@ fn notify_ready() {
     let sent = if let Some(name) = p.strip_prefix('@') {
         use std::os::linux::net::SocketAddrExt as _;
         std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-            .and_then(|a| sock.send_to_addr(b"READY=1\nSTATUS=running", &a))
+            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
             .is_ok()
     } else {
-        sock.send_to(b"READY=1\nSTATUS=running", &p).is_ok()
+        sock.send_to(state.as_bytes(), &p).is_ok()
     };
     if !sent {
-        log::warn("cannot notify systemd of readiness");
+        log::warn("cannot notify systemd");
     }
 }
 
-/// The capture sockets, opened (which needs CAP_NET_RAW) but not yet read.
-struct Intake {
-    desc: String,
-    udp: Option<UdpIntake>,
-    packet: Vec<Arc<PacketSocket>>,
-}
-
-/// Receive buffer asked for each capture socket: a flood queues in the kernel for a
-/// moment instead of being dropped while the reader is briefly descheduled.
-const RECEIVE_BUFFER: usize = 8 << 20;
-
-/// Open the capture sockets.
-fn open_intake(config: &Config) -> Result<Intake> {
-    let port = config.server.spa_port;
-    if config.server.udp_server {
-        let udp = UdpIntake::bind(port).with_context(|| format!("cannot bind UDP port {port}"))?;
-        if let Err(e) = udp.set_receive_buffer(RECEIVE_BUFFER) {
-            log::warn(&format!(
-                "UDP intake: cannot enlarge the receive buffer: {e}"
-            ));
-        }
-        return Ok(Intake {
-            desc: format!("UDP socket on port {port}"),
-            udp: Some(udp),
-            packet: Vec::new(),
-        });
-    }
-    let mut packet = Vec::new();
-    for iface in &config.server.interfaces {
-        let s = PacketSocket::open(iface, port).with_context(|| {
-            format!("cannot capture on interface '{iface}' (AF_PACKET needs CAP_NET_RAW)")
-        })?;
-        if let Err(e) = s.set_receive_buffer(RECEIVE_BUFFER) {
-            log::warn(&format!(
-                "capture on {iface}: cannot enlarge the receive buffer: {e}"
-            ));
-        }
-        packet.push(Arc::new(s));
-    }
-    Ok(Intake {
-        desc: format!(
-            "AF_PACKET on {} (udp port {port})",
-            config.server.interfaces.join(",")
-        ),
-        udp: None,
-        packet,
-    })
-}
-
-/// What a reader thread does with each datagram.
-type Sink = Arc<dyn Fn(Datagram) + Send + Sync>;
-
-/// A sink that queues datagrams for the main loop (counted as dropped when it is full).
-fn channel_sink(tx: &SyncSender<Event>, dropped: &Arc<AtomicU64>) -> Sink {
-    let (tx, dropped) = (tx.clone(), dropped.clone());
-    Arc::new(move |d| forward(&tx, &dropped, d))
-}
-
-/// The capture sockets being read, kept for their kernel drop counters.
-#[derive(Default)]
-struct Reading {
-    packet: Vec<Arc<PacketSocket>>,
-    udp: Option<Arc<UdpIntake>>,
-}
-
-/// Start one reader thread per socket handing datagrams to `sink`. Returns the
-/// description and the sockets (for their kernel drop counters).
-fn start_intake(intake: Intake, sink: &Sink) -> (String, Reading) {
-    let udp_reading = intake.udp.map(Arc::new);
-    if let Some(udp) = udp_reading.clone() {
-        let sink = sink.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 1500];
-            loop {
-                match udp.recv(&mut buf) {
-                    Ok(d) => sink(d),
-                    Err(e) => {
-                        log::error(&format!("UDP intake: {e}"));
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
-                }
-            }
-        });
-    }
-    for s in &intake.packet {
-        let (s, sink) = (s.clone(), sink.clone());
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            loop {
-                match s.recv(&mut buf) {
-                    Ok(d) => sink(d),
-                    Err(e) => {
-                        log::error(&format!("capture on {}: {e}", s.iface));
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
-                }
-            }
-        });
-    }
-    (
-        intake.desc,
-        Reading {
-            packet: intake.packet,
-            udp: udp_reading,
-        },
-    )
-}
-
-/// Datagrams lost before examination: the AF_PACKET rings' drops (read and reset by the
-/// kernel, so accumulated in `dropped` with the queue drops) plus the UDP socket's.
-fn kernel_drops(sockets: &Reading, dropped: &AtomicU64) -> u64 {
-    for s in &sockets.packet {
-        if let Ok(st) = s.stats() {
-            dropped.fetch_add(u64::from(st.drops), Ordering::Relaxed);
+/// Half of systemd's watchdog interval (`WATCHDOG_USEC`), when it asks for pings.
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Some(pid) = std::env::var("WATCHDOG_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+    {
+        if pid != std::process::id() {
+            return None;
         }
     }
-    dropped.load(Ordering::Relaxed) + sockets.udp.as_ref().map_or(0, |u| u.drops())
+    Some(Duration::from_micros(usec / 2).max(Duration::from_millis(100)))
 }
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// The unprivileged worker process, seen from the privileged part.
-struct WorkerProc {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    /// Stopped on purpose (reload): its exit is not a crash.
-    replaced: bool,
+/// The worker and its lifecycle, seen from the main loop.
+struct Workers {
+    current: Option<parent::Worker>,
+    generation: u64,
+    restart_at: Option<Instant>,
+    backoff: Backoff,
+    report: parent::Report,
 }
 
-impl Drop for WorkerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start `posternd --worker` (as root; it drops privileges itself once its sockets are
-/// open) and wait until it says it is ready. Its later lines go to `tx`.
-fn spawn_worker(
-    not_before: Option<u64>,
-    tx: &SyncSender<Event>,
-) -> Result<(WorkerProc, WorkerInfo, String)> {
-    use std::io::BufRead as _;
-    let exe = std::env::current_exe().context("cannot find my own executable")?;
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    args.push("--worker".into());
-    if let Some(t) = not_before {
-        args.extend(["--worker-not-before".into(), t.to_string()]);
-    }
-    let mut child = std::process::Command::new(exe)
-        .args(&args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("cannot start the worker")?;
-    let stdin = child.stdin.take().context("worker stdin")?;
-    let mut out = std::io::BufReader::new(child.stdout.take().context("worker stdout")?);
-    let mut line = String::new();
-    out.read_line(&mut line)?;
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-    if v["t"] != "ready" {
-        let _ = child.wait();
-        bail!("the worker did not start (see its message above)");
-    }
-    let info = WorkerInfo {
-        pid: child.id(),
-        user: v["user"].as_str().unwrap_or("?").to_owned(),
-        landlock: v["landlock"].as_str().unwrap_or("?").to_owned(),
-        counters: Default::default(),
-    };
-    let intake = v["intake"].as_str().unwrap_or("?").to_owned();
-    let tx = tx.clone();
-    std::thread::spawn(move || {
-        for line in out.lines() {
-            let Ok(line) = line else { break };
-            if tx.send(Event::Worker(line)).is_err() {
-                return;
-            }
-        }
-        let _ = tx.send(Event::WorkerGone);
-    });
-    Ok((
-        WorkerProc {
-            child,
-            stdin,
-            replaced: false,
-        },
-        info,
-        intake,
-    ))
-}
-
-/// The worker's state, shared by its reader threads (which decide each datagram as it
-/// arrives: no queue and no thread hand-off per packet), the thread that reads the
-/// privileged part's answers, and the thread that ticks and reports counters.
-struct WorkerState {
-    daemon: Daemon,
-    /// Requests sent and not yet answered, in order.
-    in_flight: std::collections::VecDeque<(ReplayKey, posternd::replay::Meta)>,
-    out: std::io::Stdout,
-    /// Answers read from the privileged part (by a thread that never waits for this
-    /// state, so the two processes can never block each other).
-    results: mpsc::Receiver<bool>,
-    /// Writing to the privileged part failed: it is gone.
-    broken: bool,
-}
-
-impl WorkerState {
-    /// Take in the answers that arrived: digests recorded join the mirror.
-    fn absorb_results(&mut self) {
-        while let Ok(recorded) = self.results.try_recv() {
-            if let Some((key, meta)) = self.in_flight.pop_front() {
-                if recorded {
-                    self.daemon.remember(key, meta, now());
-                }
-            }
+impl Workers {
+    fn new(tx: &SyncSender<Event>) -> Workers {
+        let tx = tx.clone();
+        Workers {
+            current: None,
+            generation: 0,
+            restart_at: None,
+            backoff: Backoff::default(),
+            report: Arc::new(move |g, ev| tx.send(Event::Worker(g, ev)).is_ok()),
         }
     }
 
-    fn handle(&mut self, d: &Datagram) {
-        use std::io::Write as _;
-        self.absorb_results();
-        if let Step::Decided(x) = self.daemon.decide(d, now()) {
-            let line = format!("{}\n", posternd::privsep::encode_decided(&x));
-            let mut out = self.out.lock();
-            if out
-                .write_all(line.as_bytes())
-                .and_then(|()| out.flush())
-                .is_err()
-            {
-                self.broken = true;
-            }
-            self.in_flight.push_back((x.key, x.meta));
-        }
-    }
-}
-
-fn lock(state: &std::sync::Mutex<WorkerState>) -> std::sync::MutexGuard<'_, WorkerState> {
-    // A reader thread that panicked leaves the state usable: keep serving.
-    state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// `posternd --worker`: capture, decode and authorize as an unprivileged user; send
-/// decisions about packets that decrypted to the privileged part on stdout.
-fn run_worker(config: Config, cli: &Cli) -> Result<ExitCode> {
-    use std::io::{BufRead as _, Write as _};
-    if cli.syslog_internal {
-        log::init(false);
-    }
-    let dropped = Arc::new(AtomicU64::new(0));
-    let intake = open_intake(&config)?;
-    // A read-only mirror of the replay store: the privileged part owns the file.
-    let retain = 2 * config.server.max_packet_age;
-    let text = std::fs::read_to_string(&config.server.digest_file).unwrap_or_default();
-    let mirror = ReplayStore::from_loaded(
-        posternd::replay::parse(&text, now(), retain),
-        retain,
-        config.server.max_replay_entries,
-    );
-    let user = posternd::privsep::worker_user(config.server.worker_user.as_deref());
-    // Dropped while this is the only thread: no_new_privs and Landlock are per thread,
-    // and every thread started later inherits them.
-    posternd::privsep::drop_privileges(&user)
-        .map_err(|e| anyhow!("worker: cannot drop privileges to '{user}': {e}"))?;
-    let landlock = posternd::privsep::deny_filesystem();
-    let verbose = cli.verbose > 0 || config.server.verbose;
-    let mut daemon = Daemon::new(
-        config,
-        Box::new(postern_fw::memory::Memory::default()),
-        mirror,
-        false,
-    );
-    daemon.verbose = verbose;
-    daemon.not_before = cli.worker_not_before;
-    // Results come back in the order the requests went out; requests are not waited
-    // for one by one (the privileged part commits them in groups).
-    let (rtx, rrx) = mpsc::channel::<bool>();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["t"] == "result" && rtx.send(v["recorded"] == true).is_err() {
-                break;
-            }
-        }
-        // The privileged part is gone: so is the worker.
-        std::process::exit(0);
-    });
-    let state = Arc::new(std::sync::Mutex::new(WorkerState {
-        daemon,
-        in_flight: std::collections::VecDeque::new(),
-        out: std::io::stdout(),
-        results: rrx,
-        broken: false,
-    }));
-    let sink: Sink = {
-        let state = state.clone();
-        Arc::new(move |d| lock(&state).handle(&d))
-    };
-    // The ready line goes out before any reader thread can write a request.
-    {
-        let st = lock(&state);
-        let mut out = st.out.lock();
-        let intake_desc = intake.desc.clone();
-        let ready = serde_json::json!({
-            "t": "ready", "user": user, "pid": std::process::id(), "intake": intake_desc, "landlock": landlock,
+    fn start(&mut self, daemon: &mut Daemon) -> std::io::Result<()> {
+        self.generation += 1;
+        let w = parent::spawn(self.generation, &self.report)?;
+        let restarts = daemon.worker.as_ref().map_or(0, |i| i.restarts + 1);
+        daemon.worker = Some(WorkerInfo {
+            pid: w.pid(),
+            restarts: if self.generation == 1 { 0 } else { restarts },
+            ..WorkerInfo::default()
         });
-        writeln!(out, "{ready}")?;
-        out.flush()?;
+        self.current = Some(w);
+        self.restart_at = None;
+        Ok(())
     }
-    let (_, sockets) = start_intake(intake, &sink);
-    let mut last_tick = Instant::now();
-    let mut reported = u64::MAX;
+
+    /// The current worker is gone or must go: replace it now (reload) or after the
+    /// backoff (crash, violation).
+    fn lost(&mut self, daemon: &mut Daemon, crashed: bool) {
+        if let Some(info) = daemon.worker.as_mut() {
+            // Not running until the next one is ready.
+            info.pid = 0;
+            info.landlock = None;
+            info.seccomp = None;
+        }
+        if let Some(mut w) = self.current.take() {
+            let how = w.kill();
+            if crashed && !w.replaced {
+                log::warn(&format!("worker pid {}: {how}", w.pid()));
+            }
+            let delay = if crashed && !w.replaced {
+                self.backoff.crashed(w.started.elapsed())
+            } else {
+                Duration::ZERO
+            };
+            self.restart_at = Some(Instant::now() + delay);
+        }
+    }
+}
+
+/// Wait for the first worker's ready line (or its failure) before anything is touched.
+fn await_ready(rx: &mpsc::Receiver<Event>, daemon: &mut Daemon) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        std::thread::sleep(Duration::from_millis(100));
-        let mut st = lock(&state);
-        if st.broken {
-            return Ok(ExitCode::SUCCESS);
-        }
-        st.absorb_results();
-        if last_tick.elapsed() >= Duration::from_secs(1) {
-            st.daemon.counters.dropped = kernel_drops(&sockets, &dropped);
-            st.daemon.tick(now());
-            last_tick = Instant::now();
-        }
-        // Counters go to the privileged part at most ten times a second, when they moved.
-        let moved = st.daemon.counters.examined + st.daemon.counters.dropped;
-        if moved != reported {
-            let line = format!("{}\n", posternd::privsep::encode_stats(&st.daemon.counters));
-            let mut out = st.out.lock();
-            out.write_all(line.as_bytes())?;
-            out.flush()?;
-            reported = moved;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Event::Worker(_, WorkerEvent::Message(FromWorker::Ready { landlock, seccomp }))) => {
+                if let Some(w) = daemon.worker.as_mut() {
+                    w.landlock = Some(landlock);
+                    w.seccomp = Some(seccomp);
+                }
+                return Ok(());
+            }
+            Ok(Event::Worker(_, WorkerEvent::Gone)) => {
+                bail!("the worker did not start (see its message above)")
+            }
+            Ok(Event::Worker(_, WorkerEvent::Violation(v))) => {
+                bail!("the worker did not start: {v}")
+            }
+            Ok(_) => {}
+            Err(_) => bail!("the worker did not become ready within 20 s"),
         }
     }
 }
 
 fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> Result<ExitCode> {
-    if cli.worker {
-        return run_worker(config, cli);
-    }
     if cli.syslog_internal {
         log::init(false);
     }
     check_pid_file(&config.server.pid_file)?;
     let (tx, rx) = mpsc::sync_channel::<Event>(8192);
     let dropped = Arc::new(AtomicU64::new(0));
-    let (replay, not_before) = open_replay(&config, cli.test)?;
+    let (replay, trusted) = open_replay(&config, cli.test);
     let privsep = config.server.privilege_separation && is_root() && !cli.test;
-    // Open the intake before touching the firewall: a bad interface changes nothing.
-    let mut worker = None;
-    let mut worker_info = None;
-    let mut packet_sockets = Reading::default();
-    let intake = if privsep {
-        let (w, info, intake) = spawn_worker(not_before, &tx)
-            .map_err(|e| anyhow!("{e:#}; not started, firewall unchanged"))?;
-        worker = Some(w);
-        worker_info = Some(info);
-        intake
+    let stanzas = config.stanzas.len();
+    let pid_file = config.server.pid_file.clone();
+    let config_file = config.server.file.clone();
+    let verbose = cli.verbose > 0 || config.server.verbose;
+    let intake_desc = capture::describe(&config);
+    let one_process_intake = if privsep {
+        None
     } else {
-        let (intake, sockets) = start_intake(open_intake(&config)?, &channel_sink(&tx, &dropped));
-        packet_sockets = sockets;
-        intake
+        Some(capture::open(&config)?)
     };
-    let socket = config.server.control_socket.clone();
+    let mut daemon = Daemon::new(config, fw, replay, cli.test);
+    daemon.verbose = verbose;
+    if !trusted {
+        // Held by the privileged part: no worker restart or reload forgets it.
+        daemon.refuse_before(Now::read());
+    }
+    // Open the intake before touching the firewall: a bad interface changes nothing.
+    let mut workers = Workers::new(&tx);
+    let mut reading = capture::Reading::default();
+    if privsep {
+        workers.start(&mut daemon).map_err(|e| {
+            anyhow!("cannot start the worker: {e}; not started, firewall unchanged")
+        })?;
+        await_ready(&rx, &mut daemon)
+            .map_err(|e| anyhow!("{e:#}; not started, firewall unchanged"))?;
+    } else if let Some(intake) = one_process_intake {
+        let (tx, dropped) = (tx.clone(), dropped.clone());
+        let sink: capture::Sink = Arc::new(move |d| forward(&tx, &dropped, d));
+        reading = capture::start(intake, &sink);
+    }
+    let socket = daemon.config.server.control_socket.clone();
     control::serve(&socket, tx.clone(), Event::Control)
         .with_context(|| format!("control socket {}", socket.display()))?;
     let mut signals = signal_hook::iterator::Signals::new([
@@ -836,14 +625,6 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
             }
         });
     }
-    let stanzas = config.stanzas.len();
-    let pid_file = config.server.pid_file.clone();
-    let config_file = config.server.file.clone();
-    let verbose = cli.verbose > 0 || config.server.verbose;
-    let mut daemon = Daemon::new(config, fw, replay, cli.test);
-    daemon.verbose = verbose;
-    daemon.not_before = not_before;
-    daemon.worker = worker_info;
     if let Err(e) = daemon.setup_firewall() {
         let _ = std::fs::remove_file(&socket);
         bail!("cannot install the firewall base: {e}");
@@ -854,154 +635,155 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
         .with_context(|| format!("cannot write {}", pid_file.display()))?;
     let parts = match &daemon.worker {
-        Some(w) => format!(", worker pid {} as '{}'", w.pid, w.user),
+        Some(w) => format!(
+            ", worker pid {} as '{}'",
+            w.pid,
+            posternd::privsep::proc_state(w.pid).user
+        ),
         None => String::new(),
     };
     log::info(&format!(
-        "started (pid {}{parts}): {stanzas} stanza(s), intake: {intake}, firewall: {}",
+        "started (pid {}{parts}): {stanzas} stanza(s), intake: {intake_desc}, firewall: {}",
         std::process::id(),
         daemon.firewall()
     ));
-    notify_ready();
-    let extra = serde_json::json!({ "intake": intake });
+    notify("READY=1\nSTATUS=running");
+    let watchdog = watchdog_interval();
+    let mut last_ping = Instant::now();
+    let extra = serde_json::json!({ "intake": intake_desc });
     let mut last_tick = Instant::now();
-    let mut restarts: Vec<Instant> = Vec::new();
     let mut stashed: Option<Event> = None;
-    loop {
+    let mut drop_total = 0u64;
+    let fault = loop {
         let event = match stashed.take() {
             Some(e) => Ok(e),
-            None => rx.recv_timeout(Duration::from_millis(500)),
+            None => rx.recv_timeout(Duration::from_millis(250)),
         };
         if last_tick.elapsed() >= Duration::from_secs(1) {
-            daemon.counters.dropped = kernel_drops(&packet_sockets, &dropped);
-            daemon.tick(now());
+            drop_total += reading.drops();
+            daemon.counters.dropped = drop_total + dropped.load(Ordering::Relaxed);
+            daemon.tick(Now::read());
             last_tick = Instant::now();
+        }
+        if let Some(every) = watchdog {
+            if last_ping.elapsed() >= every {
+                notify("WATCHDOG=1");
+                last_ping = Instant::now();
+            }
+        }
+        if privsep
+            && workers.current.is_none()
+            && workers.restart_at.is_some_and(|t| Instant::now() >= t)
+        {
+            match workers.start(&mut daemon) {
+                Ok(()) => log::info("worker started"),
+                Err(e) => {
+                    log::error(&format!("cannot start a worker: {e}; trying again"));
+                    workers.restart_at =
+                        Some(Instant::now() + workers.backoff.crashed(Duration::ZERO));
+                }
+            }
         }
         match event {
             Ok(Event::Packet(d)) => {
-                daemon.handle(&d, now());
+                daemon.handle(&d, Now::read());
             }
-            Ok(Event::Worker(line)) => {
-                // The worker's requests that are already queued go as one group: one
-                // fdatasync and one firewall transaction for all of them.
-                let mut lines = vec![line];
-                while lines.len() < 256 {
-                    match rx.try_recv() {
-                        Ok(Event::Worker(l)) => lines.push(l),
-                        Ok(other) => {
-                            stashed = Some(other);
-                            break;
+            Ok(Event::Worker(g, ev)) if g == workers.generation && workers.current.is_some() => {
+                match ev {
+                    WorkerEvent::Message(FromWorker::Candidate(c)) => {
+                        // The candidates already queued go as one group: one fdatasync
+                        // and one firewall transaction for all of them.
+                        let now = Now::read();
+                        let mut batch: Vec<_> = daemon.rederive(&c, now).into_iter().collect();
+                        while batch.len() < 256 {
+                            match rx.try_recv() {
+                                Ok(Event::Worker(
+                                    g2,
+                                    WorkerEvent::Message(FromWorker::Candidate(c)),
+                                )) if g2 == g => {
+                                    batch.extend(daemon.rederive(&c, now));
+                                }
+                                Ok(other) => {
+                                    stashed = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
                         }
-                        Err(_) => break,
+                        if !batch.is_empty() {
+                            daemon.apply_batch(batch, now);
+                        }
                     }
-                }
-                if let Some(w) = worker.as_mut() {
-                    worker_lines(&mut daemon, w, lines);
+                    WorkerEvent::Message(FromWorker::Stats(s)) => {
+                        if let Some(w) = daemon.worker.as_mut() {
+                            w.counters = s.to_counters();
+                        }
+                    }
+                    WorkerEvent::Message(FromWorker::Ready { landlock, seccomp }) => {
+                        if let Some(w) = daemon.worker.as_mut() {
+                            w.landlock = Some(landlock);
+                            w.seccomp = Some(seccomp);
+                        }
+                    }
+                    WorkerEvent::Violation(v) => {
+                        daemon
+                            .counters
+                            .refused
+                            .entry("worker_mismatch")
+                            .and_modify(|n| *n += 1)
+                            .or_insert(1);
+                        log::error(&format!(
+                            "the worker broke the protocol ({v}); it is replaced"
+                        ));
+                        workers.lost(&mut daemon, true);
+                    }
+                    WorkerEvent::Gone => {
+                        let replaced = workers.current.as_ref().is_some_and(|w| w.replaced);
+                        if replaced {
+                            log::info("starting a worker with the new configuration");
+                        } else {
+                            log::warn("the worker exited; a new one is started (grants and their expiry go on)");
+                        }
+                        workers.lost(&mut daemon, !replaced);
+                    }
                 }
             }
-            Ok(Event::WorkerGone) => {
-                let replaced = worker.as_ref().is_some_and(|w| w.replaced);
-                worker = None;
-                if replaced {
-                    log::info("starting a worker with the new configuration");
-                } else {
-                    restarts.retain(|t| t.elapsed() < Duration::from_secs(60));
-                    if restarts.len() >= 5 {
-                        log::error("the worker keeps exiting; stopping");
-                        break;
-                    }
-                    restarts.push(Instant::now());
-                    log::warn("the worker exited; starting a new one");
-                }
-                match spawn_worker(None, &tx) {
-                    Ok((w, info, _)) => {
-                        worker = Some(w);
-                        daemon.worker = Some(info);
-                    }
-                    Err(e) => {
-                        log::error(&format!("cannot restart the worker: {e:#}"));
-                        break;
-                    }
-                }
-            }
+            Ok(Event::Worker(..)) => {}
             Ok(Event::Control(req)) => {
-                daemon.counters.dropped = kernel_drops(&packet_sockets, &dropped);
                 let answer = match req.command.as_str() {
-                    "status" => status_text(&daemon.status_json(now(), &extra)),
-                    "status-json" => format!("{}\n", daemon.status_json(now(), &extra)),
+                    "status" => status_text(&daemon.status_json(Now::read(), &extra)),
+                    "status-json" => format!("{}\n", daemon.status_json(Now::read(), &extra)),
                     "counters-json" => format!("{}\n", daemon.counters_json(&extra)),
                     "ping" => "pong\n".into(),
                     "stop" => {
                         let _ = req.reply.send("stopping\n".into());
-                        break;
+                        break None;
                     }
-                    "reload" => reload(&mut daemon, cli, &config_file, worker.as_mut()),
-                    other => format!("error: unknown request '{other}'\n"),
+                    "reload" => reload(&mut daemon, cli, &config_file, &mut workers),
+                    other => format!("error: unknown request '{}'\n", log::clean(other)),
                 };
                 let _ = req.reply.send(answer);
             }
             Ok(Event::Signal(s)) if s == signal_hook::consts::SIGHUP => {
-                reload(&mut daemon, cli, &config_file, worker.as_mut());
+                reload(&mut daemon, cli, &config_file, &mut workers);
             }
-            Ok(Event::Signal(_)) => break,
+            Ok(Event::Signal(_)) => break None,
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Disconnected) => break Some("the event channel closed"),
         }
-    }
+    };
+    notify("STOPPING=1");
     log::info("stopping");
-    drop(worker);
+    drop(workers);
     daemon.shutdown();
     let _ = std::fs::remove_file(&pid_file);
     let _ = std::fs::remove_file(&socket);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Lines from the worker: decisions to check and carry out (as one group), or its
-/// counters. Every decision line gets one answer, in order.
-fn worker_lines(daemon: &mut Daemon, w: &mut WorkerProc, lines: Vec<String>) {
-    use std::io::Write as _;
-    // Per decision line: its replay key, or None (malformed).
-    let mut slots: Vec<Option<ReplayKey>> = Vec::new();
-    let mut batch = Vec::new();
-    for line in &lines {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-        match v["t"].as_str() {
-            Some("stats") => {
-                if let Some(info) = daemon.worker.as_mut() {
-                    info.counters = posternd::privsep::decode_stats(&v);
-                }
-            }
-            Some("decided") => match posternd::privsep::decode_decided(line) {
-                Ok(x) => {
-                    slots.push(Some(x.key));
-                    batch.push(x);
-                }
-                Err(e) => {
-                    log::error(&format!("malformed request from the worker refused: {e}"));
-                    slots.push(None);
-                }
-            },
-            _ => log::error("unreadable line from the worker ignored"),
+    match fault {
+        None => Ok(ExitCode::SUCCESS),
+        Some(why) => {
+            log::error(&format!("stopped by a fault: {why}"));
+            Ok(ExitCode::from(1))
         }
-    }
-    if slots.is_empty() {
-        return;
-    }
-    daemon.apply_batch(batch, now());
-    let mut replies = String::new();
-    for slot in slots {
-        let recorded = slot.is_some_and(|key| daemon.knows(&key));
-        replies.push_str(&format!(
-            "{}\n",
-            serde_json::json!({"t": "result", "recorded": recorded})
-        ));
-    }
-    if w.stdin
-        .write_all(replies.as_bytes())
-        .and_then(|()| w.stdin.flush())
-        .is_err()
-    {
-        log::error("cannot answer the worker");
     }
 }
 
@@ -1011,12 +793,7 @@ fn forward(tx: &SyncSender<Event>, dropped: &AtomicU64, d: Datagram) {
     }
 }
 
-fn reload(
-    daemon: &mut Daemon,
-    cli: &Cli,
-    config_file: &Path,
-    worker: Option<&mut WorkerProc>,
-) -> String {
+fn reload(daemon: &mut Daemon, cli: &Cli, config_file: &Path, workers: &mut Workers) -> String {
     match load(Some(config_file), Some(cli)) {
         Ok(c) => {
             let changed = c.server.nft_table != daemon.config.server.nft_table
@@ -1027,9 +804,12 @@ fn reload(
             let n = c.stanzas.len();
             daemon.reload(c);
             // The worker reads the configuration itself: a new one takes over.
-            if let Some(w) = worker {
+            if let Some(w) = workers.current.as_mut() {
                 w.replaced = true;
-                let _ = w.child.kill();
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(i32::try_from(w.pid()).unwrap_or(0)),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             let mut msg = format!("configuration reloaded: {n} stanza(s); active grants kept");
             if changed {

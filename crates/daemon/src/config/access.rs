@@ -668,7 +668,9 @@ pub fn parse_text(text: &str, file: &Path, depth: usize) -> Result<Vec<Stanza>, 
                     return Err(err(file, &l, "%include_keys must be inside a stanza"));
                 };
                 let target = resolve(file, &l.value);
-                let keys_text = read(&target)?;
+                // A file a user may own: read safely, and the error names this line.
+                let keys_text = read(&target)
+                    .map_err(|e| err(file, &l, format!("{}: {}", target.display(), e.message)))?;
                 check_mode(&target)?;
                 for kl in lines(&keys_text) {
                     if KEY_DIRECTIVES.contains(&kl.name.as_str()) {

@@ -150,14 +150,55 @@ pub fn err(file: &Path, l: &Line, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Read a file, as a configuration error if it cannot be read.
+/// The largest configuration file read.
+pub const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+/// Read a configuration file as root would read a file that someone else may own:
+/// a final symlink is followed only when root owns the link itself; the file must be
+/// a regular file (never a FIFO, a device such as `/dev/zero`, or a directory); it is
+/// opened without blocking and read up to [`MAX_CONFIG_FILE`]. Anything else is a
+/// configuration error naming the file (a reload then keeps the old configuration).
 pub fn read(file: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(file).map_err(|e| ConfigError {
+    read_bounded(file).map_err(|message| ConfigError {
         file: file.to_owned(),
         line: 0,
         directive: String::new(),
-        message: format!("cannot read: {e}"),
+        message,
     })
+}
+
+fn read_bounded(file: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let link = std::fs::symlink_metadata(file).map_err(|e| format!("cannot read: {e}"))?;
+    let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
+    if link.file_type().is_symlink() {
+        if link.uid() != 0 {
+            return Err(format!(
+                "a symbolic link owned by uid {} (only root's links are followed)",
+                link.uid()
+            ));
+        }
+    } else {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(file)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let meta = f.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file (a FIFO, device or directory is never read)".into());
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_CONFIG_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE {
+        return Err(format!("larger than {MAX_CONFIG_FILE} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".into())
 }
 
 impl Config {

@@ -304,11 +304,11 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
             "CMD_EXEC_TIMEOUT" => c.cmd_exec_timeout = number(file, &l, 1, 3600)?,
             "PRIVILEGE_SEPARATION" => c.privilege_separation = boolean(file, &l)?,
             "WORKER_USER" => {
-                if crate::pipeline::apply::user_ids(&l.value).is_none_or(|(uid, _)| uid == 0) {
+                if crate::ids::user(&l.value).is_none_or(|u| u.uid == 0) {
                     return Err(err(
                         file,
                         &l,
-                        format!("'{}' is not a non-root user in /etc/passwd", l.value),
+                        format!("'{}' is not a non-root user of this system", l.value),
                     ));
                 }
                 c.worker_user = Some(l.value.clone());

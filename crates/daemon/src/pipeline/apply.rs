@@ -29,26 +29,34 @@ pub fn unmap(ip: IpAddr) -> IpAddr {
     postern_capture::udp::unmap(ip)
 }
 
-/// Look a user up in /etc/passwd: (uid, primary gid).
-pub fn user_ids(name: &str) -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 3 && f[0] == name)
-            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-            .flatten()
-    })
+/// Who a command runs as, resolved once when it is decided (a pending close carries it,
+/// so a reload never changes, and a lookup never defaults, the identity).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// uid and gid to switch to; `None` runs as posternd's own user (root), which is what
+    /// a stanza without CMD_EXEC_USER asks for, as in fwknopd.
+    pub ids: Option<(u32, u32)>,
+    /// For the log: `root`, or the user (and group) names.
+    pub name: String,
 }
 
-/// Look a group up in /etc/group.
-pub fn group_id(name: &str) -> Option<u32> {
-    let group = std::fs::read_to_string("/etc/group").ok()?;
-    group.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 2 && f[0] == name)
-            .then(|| f[2].parse().ok())
-            .flatten()
-    })
+impl Identity {
+    /// Resolve CMD_EXEC_USER / CMD_EXEC_GROUP now; an unknown name is an error.
+    pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Identity, String> {
+        let (mut ids, mut name) = (None, "root".to_owned());
+        if let Some(u) = user {
+            let id = crate::ids::user(u).ok_or_else(|| format!("no user '{u}'"))?;
+            ids = Some((id.uid, id.gid));
+            name = u.to_owned();
+        }
+        if let Some(g) = group {
+            let gid = crate::ids::group(g).ok_or_else(|| format!("no group '{g}'"))?;
+            let uid = ids.map_or(0, |(u, _)| u);
+            ids = Some((uid, gid));
+            name = format!("{name}:{g}");
+        }
+        Ok(Identity { ids, name })
+    }
 }
 
 /// How a command ended.
@@ -58,20 +66,29 @@ pub enum CommandResult {
     Exited(i32),
     /// Killed by a signal.
     Signalled,
-    /// Killed after the timeout.
+    /// Killed, with its whole process group, after the timeout.
     TimedOut,
     /// Could not be started.
     Failed(String),
 }
 
+impl std::fmt::Display for CommandResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandResult::Exited(c) => write!(f, "exited with status {c}"),
+            CommandResult::Signalled => f.write_str("killed by a signal"),
+            CommandResult::TimedOut => {
+                f.write_str("killed at the timeout (with its process group)")
+            }
+            CommandResult::Failed(e) => write!(f, "could not be started: {e}"),
+        }
+    }
+}
+
 /// Run a command text as argv with an empty environment (PATH set to the system
-/// directories), optionally as another user/group, killed after `timeout`.
-pub fn run_command(
-    text: &str,
-    user: Option<&str>,
-    group: Option<&str>,
-    timeout: Duration,
-) -> CommandResult {
+/// directories), as `who`, in a process group of its own that is killed whole after
+/// `timeout`.
+pub fn run_command(text: &str, who: &Identity, timeout: Duration) -> CommandResult {
     let argv: Vec<&str> = text.split_whitespace().collect();
     let Some((prog, args)) = argv.split_first() else {
         return CommandResult::Failed("empty command".into());
@@ -86,18 +103,10 @@ pub fn run_command(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .current_dir("/");
-    if let Some(u) = user {
-        let Some((uid, gid)) = user_ids(u) else {
-            return CommandResult::Failed(format!("no user '{u}'"));
-        };
+        .current_dir("/")
+        .process_group(0);
+    if let Some((uid, gid)) = who.ids {
         cmd.uid(uid).gid(gid);
-    }
-    if let Some(g) = group {
-        let Some(gid) = group_id(g) else {
-            return CommandResult::Failed(format!("no group '{g}'"));
-        };
-        cmd.gid(gid);
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -112,6 +121,12 @@ pub fn run_command(
                     .map_or(CommandResult::Signalled, CommandResult::Exited)
             }
             Ok(None) if start.elapsed() >= timeout => {
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
                 let _ = child.kill();
                 let _ = child.wait();
                 return CommandResult::TimedOut;
@@ -128,36 +143,64 @@ mod tests {
 
     #[test]
     fn commands_are_argv_not_shell() {
+        let root = Identity::resolve(None, None).unwrap();
         assert_eq!(
-            run_command("/bin/true", None, None, Duration::from_secs(5)),
+            run_command("/bin/true", &root, Duration::from_secs(5)),
             CommandResult::Exited(0)
         );
         assert_eq!(
-            run_command("/bin/false", None, None, Duration::from_secs(5)),
+            run_command("/bin/false", &root, Duration::from_secs(5)),
             CommandResult::Exited(1)
         );
         // A shell metacharacter is just an argument.
         assert_eq!(
-            run_command("/bin/true ; /bin/false", None, None, Duration::from_secs(5)),
+            run_command("/bin/true ; /bin/false", &root, Duration::from_secs(5)),
             CommandResult::Exited(0)
         );
         assert_eq!(
-            run_command("sleep 5", None, None, Duration::from_millis(200)),
+            run_command("sleep 5", &root, Duration::from_millis(200)),
             CommandResult::TimedOut
         );
         assert!(matches!(
-            run_command("/nonexistent", None, None, Duration::from_secs(1)),
+            run_command("/nonexistent", &root, Duration::from_secs(1)),
             CommandResult::Failed(_)
         ));
-        assert!(matches!(
-            run_command(
-                "/bin/true",
-                Some("no-such-user-x"),
-                None,
-                Duration::from_secs(1)
+        assert!(Identity::resolve(Some("no-such-user-x"), None).is_err());
+        assert!(Identity::resolve(Some("root"), Some("no-such-group-x")).is_err());
+        assert_eq!(
+            Identity::resolve(Some("root"), None).unwrap().ids,
+            Some((0, 0))
+        );
+    }
+
+    #[test]
+    fn a_timed_out_command_takes_its_process_group_with_it() {
+        let root = Identity::resolve(None, None).unwrap();
+        let dir = std::env::temp_dir().join(format!("postern-pg-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let mark = dir.join("grandchild-ran");
+        // The grandchild would write the mark after 1 s: killed with the group, it never does.
+        let script = dir.join("spawn.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n(sleep 1; touch {}) &\nsleep 30\n",
+                mark.display()
             ),
-            CommandResult::Failed(_)
-        ));
-        assert_eq!(user_ids("root"), Some((0, 0)));
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let text = format!("/bin/sh {}", script.display());
+        assert_eq!(
+            run_command(&text, &root, Duration::from_millis(300)),
+            CommandResult::TimedOut
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            !mark.exists(),
+            "the command's background child outlived the timeout"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -57,13 +57,9 @@ pub enum Reason {
     PortRestricted(PortSpec),
     /// A requested port is not in OPEN_PORTS.
     PortNotOpen(PortSpec),
-    /// A refusal decided by the unprivileged worker, as it reported it.
-    Forwarded {
-        /// Counter label.
-        label: &'static str,
-        /// Description.
-        text: String,
-    },
+    /// The address to open is not one a grant can name (multicast, broadcast,
+    /// unspecified).
+    BadAllowAddress(IpAddr),
 }
 
 impl Reason {
@@ -84,7 +80,7 @@ impl Reason {
             Reason::CommandNotEnabled => "command_not_enabled",
             Reason::PortRestricted(_) => "port_restricted",
             Reason::PortNotOpen(_) => "port_not_open",
-            Reason::Forwarded { label, .. } => label,
+            Reason::BadAllowAddress(_) => "bad_allow_address",
         }
     }
 
@@ -123,7 +119,7 @@ impl fmt::Display for Reason {
             }
             Reason::PortRestricted(p) => write!(f, "{p} is in RESTRICT_PORTS"),
             Reason::PortNotOpen(p) => write!(f, "{p} is not in OPEN_PORTS"),
-            Reason::Forwarded { text, .. } => f.write_str(text),
+            Reason::BadAllowAddress(a) => write!(f, "{a} cannot be granted access"),
         }
     }
 }
@@ -163,18 +159,15 @@ pub struct CycleDecision {
     pub ports: Vec<PortSpec>,
     /// Packet timestamp (for `$TIMEOUT`).
     pub timestamp: u64,
-    /// Client timeout: `$CLIENT_TIMEOUT`; when non-zero it replaces CMD_CYCLE_TIMER.
+    /// Client timeout: `$CLIENT_TIMEOUT` (only substituted: the close delay is always
+    /// CMD_CYCLE_TIMER, as in fwknopd 2.6.10).
     pub client_timeout: u32,
 }
 
 impl CycleDecision {
-    /// Seconds until the close commands run.
+    /// Seconds until the close commands run: CMD_CYCLE_TIMER.
     pub fn timer(&self, cycle: &crate::config::access::CmdCycle) -> u64 {
-        if self.client_timeout > 0 {
-            u64::from(self.client_timeout)
-        } else {
-            cycle.timer
-        }
+        cycle.timer
     }
 
     /// The open and close commands for every port, substituted from the templates.
@@ -288,6 +281,9 @@ fn check_stanza(
     } else {
         allow
     };
+    if !grantable(allow) {
+        return Err(fail(Reason::BadAllowAddress(allow)));
+    }
     if let Some(u) = &s.require_username {
         if *u != m.username {
             return Err(fail(Reason::Username));
@@ -348,6 +344,12 @@ fn check_stanza(
         }),
         m.username,
     ))
+}
+
+/// Whether an address may be named in a grant: a unicast address of a remote host.
+fn grantable(ip: IpAddr) -> bool {
+    let v4_broadcast = matches!(ip, IpAddr::V4(a) if a.is_broadcast());
+    !(ip.is_unspecified() || ip.is_multicast() || v4_broadcast)
 }
 
 /// Decide what a packet (already past `decode` and the replay check) may do.

@@ -1,26 +1,43 @@
 //! Stage 5: expiry. The kernel removes nftables elements on time by itself; this is the
 //! daemon's ledger of what it opened (for `posternd status` and for refreshing a grant
 //! without ever shortening it) and of pending command-cycle closes.
+//!
+//! Times here are seconds of a clock that never steps (`CLOCK_BOOTTIME`, see
+//! [`crate::daemon::Now`]): a wall-clock step neither closes nor extends anything.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use postern_proto::Protocol;
 
+use super::apply::Identity;
+
 /// One open grant as the daemon remembers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Stanza name (file:line).
     pub stanza: String,
-    /// Unix time it closes.
+    /// When it closes (monotonic seconds).
     pub expires: u64,
+}
+
+/// A command-cycle close, with everything it needs resolved when the cycle opened:
+/// never looked up again (a reload that moves or removes the stanza changes nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingClose {
+    /// The command text (argv, split on whitespace).
+    pub command: String,
+    /// Who it runs as.
+    pub identity: Identity,
+    /// The stanza that opened it (file:line at the time), for the log.
+    pub stanza: String,
 }
 
 /// Open grants and pending closes.
 #[derive(Debug, Default)]
 pub struct Ledger {
     grants: HashMap<(IpAddr, Protocol, u16), Entry>,
-    closes: Vec<(u64, String, String)>,
+    closes: Vec<(u64, PendingClose)>,
 }
 
 impl Ledger {
@@ -52,18 +69,21 @@ impl Ledger {
     }
 
     /// Schedule a close command.
-    pub fn schedule_close(&mut self, at: u64, command: String, stanza: String) {
-        self.closes.push((at, command, stanza));
+    pub fn schedule_close(&mut self, at: u64, close: PendingClose) {
+        self.closes.push((at, close));
     }
 
     /// Take the close commands that are due (all of them with `all`).
-    pub fn due_closes(&mut self, now: u64, all: bool) -> Vec<(String, String)> {
-        let (due, keep): (Vec<_>, Vec<_>) = self
-            .closes
-            .drain(..)
-            .partition(|(t, _, _)| all || *t <= now);
+    pub fn due_closes(&mut self, now: u64, all: bool) -> Vec<PendingClose> {
+        let (due, keep): (Vec<_>, Vec<_>) =
+            self.closes.drain(..).partition(|(t, _)| all || *t <= now);
         self.closes = keep;
-        due.into_iter().map(|(_, c, s)| (c, s)).collect()
+        due.into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// Number of pending closes.
+    pub fn pending_closes(&self) -> usize {
+        self.closes.len()
     }
 }
 
@@ -86,10 +106,15 @@ mod tests {
     #[test]
     fn closes_run_when_due() {
         let mut l = Ledger::default();
-        l.schedule_close(10, "a".into(), "s".into());
-        l.schedule_close(20, "b".into(), "s".into());
+        let close = |c: &str| PendingClose {
+            command: c.into(),
+            identity: Identity::resolve(None, None).unwrap(),
+            stanza: "s".into(),
+        };
+        l.schedule_close(10, close("a"));
+        l.schedule_close(20, close("b"));
         assert!(l.due_closes(5, false).is_empty());
-        assert_eq!(l.due_closes(15, false), [("a".to_owned(), "s".to_owned())]);
+        assert_eq!(l.due_closes(15, false), [close("a")]);
         assert_eq!(l.due_closes(15, true).len(), 1);
     }
 }

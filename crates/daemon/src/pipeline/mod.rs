@@ -3,7 +3,7 @@
 //! ```text
 //!  capture ─► decode ─► (replay check) ─► authorize ─► apply ─► expire
 //!  sockets    pure       store lookup      pure         firewall  kernel timeouts +
-//!                                                       commands  bookkeeping
+//!  (Source)                                             commands  bookkeeping
 //! ```
 //!
 //! `decode` and `authorize` are pure: bytes, configuration and `now` in, a
@@ -11,5 +11,6 @@
 
 pub mod apply;
 pub mod authorize;
+pub mod capture;
 pub mod decode;
 pub mod expire;

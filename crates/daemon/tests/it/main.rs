@@ -9,3 +9,4 @@ mod faults;
 mod lab;
 mod layouts;
 mod offline;
+mod systemd;

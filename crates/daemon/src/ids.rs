@@ -1,0 +1,45 @@
+//! The one place users and groups are looked up (through the system's name service,
+//! `getpwnam_r`/`getgrnam_r` by way of `nix`), for the worker's user and for the
+//! identity commands run as.
+
+/// A user's ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserIds {
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+}
+
+/// Look a user up by name.
+pub fn user(name: &str) -> Option<UserIds> {
+    let u = nix::unistd::User::from_name(name).ok()??;
+    Some(UserIds {
+        uid: u.uid.as_raw(),
+        gid: u.gid.as_raw(),
+    })
+}
+
+/// Look a group up by name.
+pub fn group(name: &str) -> Option<u32> {
+    Some(nix::unistd::Group::from_name(name).ok()??.gid.as_raw())
+}
+
+/// The name of a uid (the number itself when it has none).
+pub fn user_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => u.name,
+        _ => uid.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn root_is_found() {
+        assert_eq!(super::user("root").map(|u| u.uid), Some(0));
+        assert_eq!(super::group("root"), Some(0));
+        assert_eq!(super::user_name(0), "root");
+        assert!(super::user("no-such-user-x").is_none());
+    }
+}
