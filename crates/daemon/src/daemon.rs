@@ -29,7 +29,6 @@ use crate::pipeline::apply::{self, Identity};
 use crate::pipeline::authorize::{authorize, Clock, Decision, Reason, Verdict};
 use crate::pipeline::decode::decode;
 use crate::pipeline::expire::{Ledger, PendingClose};
-use crate::privsep::protocol::{Candidate, Sandbox};
 use crate::replay::{Meta, ReplayStore};
 
 /// Counters for `posternd status`.
@@ -67,24 +66,6 @@ pub enum Step {
     Done(Outcome),
     /// Decrypted: to be recorded and acted on.
     Decided(Box<Decided>),
-}
-
-/// The unprivileged worker, as the privileged part knows it: what the kernel says of
-/// the process, and what it reported.
-#[derive(Debug, Clone, Default)]
-pub struct WorkerInfo {
-    /// Its pid.
-    pub pid: u32,
-    /// The kernel's view of it (user, seccomp mode, no_new_privs).
-    pub state: crate::privsep::ProcState,
-    /// Landlock, as the worker reported it.
-    pub landlock: Option<Sandbox>,
-    /// Its own seccomp filter, as the worker reported it.
-    pub seccomp: Option<Sandbox>,
-    /// Its last reported counters.
-    pub counters: Counters,
-    /// Times a worker was started after the first.
-    pub restarts: u64,
 }
 
 /// What `handle` did, for callers and tests. Values, not log text: the privileged
@@ -162,8 +143,8 @@ pub struct Daemon {
     started: u64,
     /// See [`NotBefore`].
     pub not_before: Option<NotBefore>,
-    /// The unprivileged worker, with privilege separation.
-    pub worker: Option<WorkerInfo>,
+    /// The unprivileged worker's last reported counters, with privilege separation.
+    pub worker_counters: Option<Counters>,
 }
 
 impl Daemon {
@@ -187,7 +168,7 @@ impl Daemon {
             mismatch_logged: None,
             started: Now::read().wall,
             not_before: None,
-            worker: None,
+            worker_counters: None,
         }
     }
 
@@ -295,15 +276,10 @@ impl Daemon {
     /// store. Only a packet that decrypts here comes back; anything else (a packet
     /// that does not authenticate, a replay) opens nothing, and a candidate that never
     /// authenticated is counted as a worker mismatch.
-    pub fn rederive(&mut self, c: &Candidate, now: Now) -> Option<Decided> {
-        let d = Datagram {
-            src: c.src,
-            dst: c.dst,
-            payload: c.payload.as_bytes().to_vec(),
-        };
+    pub fn rederive(&mut self, d: &Datagram, now: Now) -> Option<Decided> {
         let before = self.counters.clone();
         let junk = self.junk.clone();
-        match self.decide(&d, now) {
+        match self.decide(d, now) {
             Step::Decided(x) => {
                 // The worker counted this datagram already.
                 self.counters.examined = before.examined;
@@ -314,7 +290,7 @@ impl Daemon {
                 self.counters = before;
                 self.junk = junk;
                 self.refuse("replay");
-                log::info(&format!("{}: refused: {}", c.src.ip(), Reason::Replay));
+                log::info(&format!("{}: refused: {}", d.src.ip(), Reason::Replay));
                 None
             }
             Step::Done(_) => {
@@ -327,7 +303,7 @@ impl Daemon {
                 if !quiet {
                     log::warn(&format!(
                         "the worker forwarded a packet that does not authenticate here (claimed source {}); nothing done (counted as worker_mismatch; at most one such line a minute)",
-                        c.src.ip()
+                        d.src.ip()
                     ));
                     self.mismatch_logged = Some(Instant::now());
                 }
@@ -716,36 +692,24 @@ impl Daemon {
 
     /// Status without the list of open grants: cheap at any number of grants (for
     /// monitoring and the benchmark).
+    /// `extra` holds `intake` and, with privilege separation, `worker` (the worker's
+    /// part, as the caller sees the process).
     pub fn counters_json(&self, extra: &serde_json::Value) -> serde_json::Value {
         let mut counters = self.counters.clone();
-        let me = crate::privsep::proc_state(std::process::id());
+        let me = crate::ids::process(std::process::id());
+        let privsep = self.worker_counters.is_some();
         let mut parts = vec![serde_json::json!({
-            "part": if self.worker.is_some() { "privileged: firewall, replay store, commands" } else { "all" },
+            "part": if privsep { "privileged: firewall, replay store, commands" } else { "all" },
             "pid": std::process::id(),
             "user": me.user,
         })];
-        if let Some(w) = &self.worker {
-            counters.examined = w.counters.examined;
-            counters.dropped = w.counters.dropped;
-            for (k, n) in &w.counters.refused {
+        if let Some(w) = &self.worker_counters {
+            counters.examined = w.examined;
+            counters.dropped = w.dropped;
+            for (k, n) in &w.refused {
                 *counters.refused.entry(k).or_insert(0) += n;
             }
-            let state = if w.pid == 0 {
-                crate::privsep::ProcState::default()
-            } else {
-                crate::privsep::proc_state(w.pid)
-            };
-            let show = |s: Option<Sandbox>| s.map_or("starting", Sandbox::as_str);
-            parts.push(serde_json::json!({
-                "part": "worker: capture, decode, filter",
-                "pid": w.pid,
-                "user": state.user,
-                "landlock": show(w.landlock),
-                "seccomp": show(w.seccomp),
-                "kernel_seccomp_mode": state.seccomp,
-                "no_new_privs": state.no_new_privs,
-                "restarts": w.restarts,
-            }));
+            parts.push(extra["worker"].clone());
         }
         let replay = match self.replay.degraded() {
             Some(why) => format!("IN MEMORY ONLY: {why}"),
@@ -926,14 +890,9 @@ mod tests {
         sealed(&m, &keys("enc", "mac"), n, "198.18.1.2:5000")
     }
 
-    fn candidate(d: &Datagram, hint: u32) -> Candidate {
-        Candidate {
-            hint,
-            src: d.src,
-            dst: d.dst,
-            received: 0,
-            payload: String::from_utf8(d.payload.clone()).unwrap(),
-        }
+    /// What the worker forwards: the datagram as received.
+    fn candidate(d: &Datagram) -> Datagram {
+        d.clone()
     }
 
     fn daemon_with(access: &str, cap: usize) -> (Daemon, Memory) {
@@ -1063,7 +1022,7 @@ mod tests {
             "SOURCE ANY\nKEY enc\nHMAC_KEY mac\nOPEN_PORTS tcp/22\n",
             1000,
         );
-        let c = |n: u8, port: u16| candidate(&packet(n, T, port), 0);
+        let c = |n: u8, port: u16| candidate(&packet(n, T, port));
         let cands = [c(1, 22), c(2, 22), c(1, 22), c(3, 23)];
         let batch: Vec<Decided> = cands.iter().filter_map(|c| d.rederive(c, at(T))).collect();
         assert_eq!(batch.len(), 4, "all authenticate");
@@ -1095,14 +1054,14 @@ mod tests {
         let genuine = packet(1, T, 22);
         let mut forged = Vec::new();
         // Bytes that never authenticated, with any hint.
-        forged.push(Candidate {
-            payload: "U2FsdGVkX1".repeat(20),
-            ..candidate(&genuine, 0)
+        forged.push(Datagram {
+            payload: "U2FsdGVkX1".repeat(20).into_bytes(),
+            ..candidate(&genuine)
         });
         // A genuine packet claimed from a source outside every SOURCE (a stranger).
-        forged.push(Candidate {
+        forged.push(Datagram {
             src: "203.0.113.9:5000".parse().unwrap(),
-            ..candidate(&genuine, 0)
+            ..candidate(&genuine)
         });
         // A command for the stanza that allows commands, sealed with the other stanza's
         // keys, claimed from inside the command stanza's SOURCE.
@@ -1112,17 +1071,17 @@ mod tests {
             MessageType::Command,
             "198.18.7.2,/bin/touch /tmp/pwned",
         );
-        forged.push(Candidate {
+        forged.push(Datagram {
             src: "198.18.7.2:5000".parse().unwrap(),
-            ..candidate(&sealed(&cmd, &k1, 2, "198.18.7.2:5000"), 1)
+            ..candidate(&sealed(&cmd, &k1, 2, "198.18.7.2:5000"))
         });
         // An old packet (outside the age window), and a packet for a port not open.
-        forged.push(candidate(&packet(3, T - 1000, 22), 0));
-        forged.push(candidate(&packet(4, T, 23), 0));
+        forged.push(candidate(&packet(3, T - 1000, 22)));
+        forged.push(candidate(&packet(4, T, 23)));
         // A payload with control characters and an over-long one.
-        forged.push(Candidate {
-            payload: "granted\n198.18.1.9 \u{1b}[2J".into(),
-            ..candidate(&genuine, 0)
+        forged.push(Datagram {
+            payload: b"granted\n198.18.1.9 \x1b[2J".to_vec(),
+            ..candidate(&genuine)
         });
         let mut decided = Vec::new();
         for c in &forged {
@@ -1143,7 +1102,7 @@ mod tests {
         // Only packets that decrypted take replay entries: no forged entry fills the store.
         assert!(d.replay.len() <= 2, "{}", d.replay.len());
         // And a genuine packet still works.
-        let x = d.rederive(&candidate(&genuine, 0), at(T)).unwrap();
+        let x = d.rederive(&candidate(&genuine), at(T)).unwrap();
         assert!(granted(&d.apply_batch(vec![x], at(T))[0]));
     }
 

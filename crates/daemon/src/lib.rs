@@ -13,12 +13,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod ids;
 pub mod log;
+pub mod offline;
 pub mod pipeline;
 pub mod privsep;
 pub mod replay;
+pub mod service;

@@ -86,13 +86,15 @@ pub fn describe(config: &Config) -> String {
 }
 
 /// Open the capture sockets the configuration asks for.
-pub fn open(config: &Config) -> anyhow::Result<Intake> {
-    use anyhow::Context as _;
+pub fn open(config: &Config) -> std::io::Result<Intake> {
     let port = config.server.spa_port;
+    let context = |what: String| {
+        move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"))
+    };
     let mut sources: Vec<Arc<dyn Source>> = Vec::new();
     if config.server.udp_server {
         let socket =
-            UdpIntake::bind(port).with_context(|| format!("cannot bind UDP port {port}"))?;
+            UdpIntake::bind(port).map_err(context(format!("cannot bind UDP port {port}")))?;
         if let Err(e) = socket.set_receive_buffer(RECEIVE_BUFFER) {
             log::warn(&format!(
                 "UDP intake: cannot enlarge the receive buffer: {e}"
@@ -104,9 +106,9 @@ pub fn open(config: &Config) -> anyhow::Result<Intake> {
         }));
     } else {
         for iface in &config.server.interfaces {
-            let s = PacketSocket::open(iface, port).with_context(|| {
-                format!("cannot capture on interface '{iface}' (AF_PACKET needs CAP_NET_RAW)")
-            })?;
+            let s = PacketSocket::open(iface, port).map_err(context(format!(
+                "cannot capture on interface '{iface}' (AF_PACKET needs CAP_NET_RAW)"
+            )))?;
             if let Err(e) = s.set_receive_buffer(RECEIVE_BUFFER) {
                 log::warn(&format!(
                     "capture on {iface}: cannot enlarge the receive buffer: {e}"

@@ -70,8 +70,8 @@ pub fn drop_privileges(user: &str) -> Result<(), String> {
 }
 
 /// Deny this thread (and every thread it starts) all filesystem access with Landlock,
-/// where the kernel has it.
-pub fn deny_filesystem() -> Sandbox {
+/// where the kernel has it (why not, when it does not).
+pub fn deny_filesystem() -> (Sandbox, Option<String>) {
     use landlock::{Access, AccessFs, Ruleset, RulesetAttr, RulesetStatus, ABI};
     let status = Ruleset::default()
         .handle_access(AccessFs::from_all(ABI::V5))
@@ -79,11 +79,14 @@ pub fn deny_filesystem() -> Sandbox {
         .and_then(|r| r.restrict_self());
     match status {
         Ok(s) => match s.ruleset {
-            RulesetStatus::FullyEnforced => Sandbox::Enforced,
-            RulesetStatus::PartiallyEnforced => Sandbox::Partial,
-            RulesetStatus::NotEnforced => Sandbox::NotAvailable,
+            RulesetStatus::FullyEnforced => (Sandbox::Enforced, None),
+            RulesetStatus::PartiallyEnforced => (Sandbox::Partial, None),
+            RulesetStatus::NotEnforced => (
+                Sandbox::NotAvailable,
+                Some("Landlock is not enforced by this kernel".into()),
+            ),
         },
-        Err(_) => Sandbox::NotAvailable,
+        Err(e) => (Sandbox::NotAvailable, Some(format!("Landlock: {e}"))),
     }
 }
 
@@ -148,38 +151,4 @@ pub fn restrict_syscalls() -> Result<Sandbox, String> {
     let program: BpfProgram = filter.try_into().map_err(|e| format!("seccomp: {e}"))?;
     seccompiler::apply_filter_all_threads(&program).map_err(|e| format!("seccomp: {e}"))?;
     Ok(Sandbox::Enforced)
-}
-
-/// What the kernel says of a process: its user, its seccomp mode and `no_new_privs`
-/// (from `/proc/PID/status`, not from anything the process claims).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProcState {
-    /// User name (or uid).
-    pub user: String,
-    /// Seccomp mode: 0 none, 1 strict, 2 filter.
-    pub seccomp: u8,
-    /// `no_new_privs`.
-    pub no_new_privs: bool,
-}
-
-/// Read [`ProcState`] of `pid`.
-pub fn proc_state(pid: u32) -> ProcState {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
-            .unwrap_or("")
-            .to_owned()
-    };
-    let uid: Option<u32> = field("Uid:")
-        .split_whitespace()
-        .nth(1)
-        .and_then(|u| u.parse().ok());
-    ProcState {
-        user: uid.map_or_else(|| "?".into(), crate::ids::user_name),
-        seccomp: field("Seccomp:").parse().unwrap_or(0),
-        no_new_privs: field("NoNewPrivs:") == "1",
-    }
 }

@@ -11,7 +11,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::protocol::{self, FromWorker};
+use super::protocol::{self, FromWorker, Sandbox};
 use crate::log;
 
 /// What the reader threads report, tagged with the worker's generation.
@@ -75,8 +75,15 @@ impl Drop for Worker {
 /// Start `posternd --worker` with this process's arguments (as root; it drops
 /// privileges itself once its sockets are open). Its messages and its log lines go to
 /// `report`.
-pub fn spawn(generation: u64, report: &Report) -> std::io::Result<Worker> {
-    let exe = std::env::current_exe()?;
+pub fn spawn(
+    generation: u64,
+    report: &Report,
+    program: Option<&std::path::Path>,
+) -> std::io::Result<Worker> {
+    let exe = match program {
+        Some(p) => p.to_owned(),
+        None => std::env::current_exe()?,
+    };
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--syslog-internal")
@@ -185,6 +192,144 @@ impl Backoff {
         let d = Duration::from_secs(1u64 << self.crashes.min(5)).min(Duration::from_secs(30));
         self.crashes = self.crashes.saturating_add(1);
         d
+    }
+}
+
+/// What the privileged part knows of the worker: what the kernel says of the process
+/// (read from `/proc`), and the sandbox states it reported.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerInfo {
+    /// Its pid (0 while none runs).
+    pub pid: u32,
+    /// Landlock, as reported.
+    pub landlock: Option<Sandbox>,
+    /// Its own seccomp filter, as reported.
+    pub seccomp: Option<Sandbox>,
+    /// Workers started after the first.
+    pub restarts: u64,
+}
+
+/// The worker's lifecycle: start, replace (at once after a reload, after a backoff
+/// after a crash or a protocol violation), never give up.
+pub struct Supervisor {
+    current: Option<Worker>,
+    generation: u64,
+    restart_at: Option<Instant>,
+    backoff: Backoff,
+    report: Report,
+    program: Option<std::path::PathBuf>,
+    /// For status.
+    pub info: WorkerInfo,
+}
+
+impl Supervisor {
+    /// No worker yet. `program` replaces `posternd --worker` (tests only).
+    pub fn new(report: Report, program: Option<std::path::PathBuf>) -> Supervisor {
+        Supervisor {
+            current: None,
+            generation: 0,
+            restart_at: None,
+            backoff: Backoff::default(),
+            report,
+            program,
+            info: WorkerInfo::default(),
+        }
+    }
+
+    /// Start a worker (the first, or the next).
+    pub fn start(&mut self) -> std::io::Result<()> {
+        self.generation += 1;
+        match spawn(self.generation, &self.report, self.program.as_deref()) {
+            Ok(w) => {
+                if self.generation > 1 {
+                    self.info.restarts += 1;
+                }
+                self.info.pid = w.pid();
+                self.current = Some(w);
+                self.restart_at = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.restart_at = Some(Instant::now() + self.backoff.crashed(Duration::ZERO));
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether an event of generation `g` is from the running worker.
+    pub fn is_current(&self, g: u64) -> bool {
+        g == self.generation && self.current.is_some()
+    }
+
+    /// The generation of the running worker.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether a new worker is due now.
+    pub fn due(&self) -> bool {
+        self.current.is_none() && self.restart_at.is_some_and(|t| Instant::now() >= t)
+    }
+
+    /// Its ready line arrived.
+    pub fn ready(&mut self, landlock: Sandbox, seccomp: Sandbox) {
+        self.info.landlock = Some(landlock);
+        self.info.seccomp = Some(seccomp);
+    }
+
+    /// Replace the worker to take a new configuration (its exit is not a crash).
+    pub fn replace(&mut self) {
+        if let Some(w) = self.current.as_mut() {
+            w.replaced = true;
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(w.pid()).unwrap_or(0)),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
+    /// The running worker is gone, or must go: it is killed and reaped, and the next
+    /// one is due now (replaced on purpose) or after the backoff (`crashed`).
+    pub fn lost(&mut self, crashed: bool) {
+        self.info.pid = 0;
+        self.info.landlock = None;
+        self.info.seccomp = None;
+        if let Some(mut w) = self.current.take() {
+            let how = w.kill();
+            let delay = if crashed && !w.replaced {
+                log::warn(&format!("worker pid {}: {how}", w.pid()));
+                self.backoff.crashed(w.started.elapsed())
+            } else {
+                Duration::ZERO
+            };
+            self.restart_at = Some(Instant::now() + delay);
+        }
+    }
+
+    /// Whether the running worker was stopped on purpose.
+    pub fn replacing(&self) -> bool {
+        self.current.as_ref().is_some_and(|w| w.replaced)
+    }
+
+    /// The worker's part of `posternd status`.
+    pub fn part_json(&self) -> serde_json::Value {
+        let w = &self.info;
+        let state = if w.pid == 0 {
+            crate::ids::ProcState::default()
+        } else {
+            crate::ids::process(w.pid)
+        };
+        let show = |s: Option<Sandbox>| s.map_or("starting", Sandbox::as_str);
+        serde_json::json!({
+            "part": "worker: capture, decode, filter",
+            "pid": w.pid,
+            "user": state.user,
+            "landlock": show(w.landlock),
+            "seccomp": show(w.seccomp),
+            "kernel_seccomp_mode": state.seccomp,
+            "no_new_privs": state.no_new_privs,
+            "restarts": w.restarts,
+        })
     }
 }
 

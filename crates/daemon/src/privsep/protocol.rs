@@ -69,6 +69,17 @@ pub struct Candidate {
     pub payload: String,
 }
 
+impl Candidate {
+    /// The datagram as received (the payload's bytes as they came).
+    pub fn datagram(&self) -> postern_capture::Datagram {
+        postern_capture::Datagram {
+            src: self.src,
+            dst: self.dst,
+            payload: self.payload.as_bytes().to_vec(),
+        }
+    }
+}
+
 /// Counters reported by the worker.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {

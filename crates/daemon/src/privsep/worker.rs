@@ -13,7 +13,6 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
 use postern_capture::Datagram;
 
 use super::protocol::{self, Candidate, FromWorker, Stats};
@@ -71,8 +70,8 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 /// Run the worker until the privileged part goes away.
-pub fn run(config: Config, verbose: bool) -> Result<ExitCode> {
-    let intake = capture::open(&config)?;
+pub fn run(config: Config, verbose: bool) -> Result<ExitCode, String> {
+    let intake = capture::open(&config).map_err(|e| e.to_string())?;
     // The replay store as a filter (the privileged part owns the file and decides).
     let retain = 2 * config.server.max_packet_age;
     let now = Now::read();
@@ -91,8 +90,13 @@ pub fn run(config: Config, verbose: bool) -> Result<ExitCode> {
     // Dropped while this is the only thread: no_new_privs and Landlock are per thread,
     // and every thread started later inherits them.
     super::drop_privileges(&user)
-        .map_err(|e| anyhow!("worker: cannot drop privileges to '{user}': {e}"))?;
-    let landlock = super::deny_filesystem();
+        .map_err(|e| format!("worker: cannot drop privileges to '{user}': {e}"))?;
+    let (landlock, why) = super::deny_filesystem();
+    if let Some(why) = why {
+        crate::log::warn(&format!(
+            "{why}: the worker runs without its filesystem sandbox"
+        ));
+    }
     let mut daemon = Daemon::new(
         config,
         Box::new(postern_fw::memory::Memory::default()),

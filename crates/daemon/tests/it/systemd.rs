@@ -212,6 +212,9 @@ impl Container {
             &format!("/run/netns/{}", netns.name),
             // Only --private-network implies it; the firewall needs it.
             "--capability=CAP_NET_ADMIN",
+            // nspawn's own seccomp allow-list for the container does not know Landlock
+            // (systemd 252): without this, the container, not the unit, hides it.
+            "--system-call-filter=landlock_create_ruleset landlock_add_rule landlock_restrict_self",
             "-D",
             "/",
             "--volatile=yes",
@@ -458,6 +461,11 @@ fn shipped_unit_runs_under_a_real_systemd() {
             dir.join("00-postern-test.preset"),
             "/etc/systemd/system-preset/00-postern-test.preset",
         ),
+        // The install step's system user, created by systemd-sysusers at boot.
+        (
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/sysusers.d/postern.conf"),
+            "/etc/sysusers.d/postern.conf",
+        ),
     ];
     // /etc is an empty tmpfs: nft resolves protocol names (ipv6-icmp) in /etc/protocols.
     for f in ["/etc/protocols", "/etc/services"] {
@@ -548,6 +556,12 @@ fn shipped_unit_runs_under_a_real_systemd() {
         wuid.split_whitespace().all(|u| u != "0"),
         "worker runs as root: {ws}"
     );
+    let postern_uid = ct.ok(&["id", "-u", "postern"]);
+    assert_eq!(
+        wuid.split_whitespace().next(),
+        Some(postern_uid.trim()),
+        "the worker does not run as the sysusers.d user 'postern': {ws}"
+    );
     assert_eq!(
         status_field(&ws, "CapEff"),
         "0000000000000000",
@@ -557,6 +571,19 @@ fn shipped_unit_runs_under_a_real_systemd() {
         ct.proc_file(&worker, "cmdline").contains("--worker"),
         "pid {worker} is not the worker"
     );
+
+    // The daemon's own status, asked inside the container as an admin would: the
+    // worker's sandbox as the kernel and the worker report it.
+    let status = ct.ok(&["/opt/postern/posternd", "status", "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let wpart = &st["parts"][1];
+    assert_eq!(wpart["seccomp"], "enforced", "{status}");
+    assert_eq!(wpart["kernel_seccomp_mode"], 2, "{status}");
+    assert_eq!(wpart["no_new_privs"], true, "{status}");
+    if !["enforced", "partially enforced"].contains(&wpart["landlock"].as_str().unwrap_or("")) {
+        ct.fail(&format!("the worker runs without Landlock: {status}"));
+    }
+    assert_eq!(st["replay_store"], "persistent", "{status}");
 
     // 3. The real client opens tcp/22 for FW_ACCESS_TIMEOUT (5 s).
     assert!(
