@@ -24,6 +24,8 @@ use postern_proto::ReplayKey;
 
 use crate::clock::Now;
 use crate::config::Config;
+use crate::fleet::message::GrantMessage;
+use crate::fleet::{Claim, Fleet};
 use crate::log;
 use crate::pipeline::apply::{self, Identity};
 use crate::pipeline::authorize::{authorize, Clock, Decision, Reason, Verdict};
@@ -97,6 +99,10 @@ pub enum Refusal {
     Identity(String),
     /// A candidate from the worker that does not hold up when derived again.
     WorkerMismatch,
+    /// Another gateway of the fleet already accepted this packet.
+    FleetReplay,
+    /// Redis did not answer the claim, and `FLEET_ON_REDIS_DOWN closed`.
+    FleetDown(String),
 }
 
 impl std::fmt::Display for Refusal {
@@ -110,6 +116,13 @@ impl std::fmt::Display for Refusal {
             Refusal::Identity(e) => write!(f, "command identity: {e}"),
             Refusal::WorkerMismatch => f.write_str(
                 "forwarded by the worker but not authenticated when derived again",
+            ),
+            Refusal::FleetReplay => {
+                f.write_str("replayed packet: another gateway of the fleet accepted it")
+            }
+            Refusal::FleetDown(why) => write!(
+                f,
+                "the fleet cannot confirm this packet is new ({why}; FLEET_ON_REDIS_DOWN closed)"
             ),
         }
     }
@@ -145,6 +158,10 @@ pub struct Daemon {
     pub not_before: Option<NotBefore>,
     /// The unprivileged worker's last reported counters, with privilege separation.
     pub worker_counters: Option<Counters>,
+    /// The fleet this gateway belongs to (shared replay window, fleet-wide grants).
+    pub fleet: Option<Fleet>,
+    /// Nonces of fleet messages applied, with their deadlines (ms): never twice.
+    fleet_nonces: std::collections::HashMap<String, u64>,
 }
 
 impl Daemon {
@@ -169,6 +186,8 @@ impl Daemon {
             started: Now::read().wall,
             not_before: None,
             worker_counters: None,
+            fleet: None,
+            fleet_nonces: std::collections::HashMap::new(),
         }
     }
 
@@ -363,6 +382,7 @@ impl Daemon {
         if let Some(why) = self.replay.record_many(&items, now) {
             self.persistence_lost(&why);
         }
+        self.claim_in_fleet(&xs, &mut accepted, &mut out);
         // Grants together; everything else (commands, cycles, refusals, --test) alone.
         let mut pending = Vec::new();
         for &i in &accepted {
@@ -372,7 +392,12 @@ impl Daemon {
                 Verdict::Grant(g) if !self.test_mode => {
                     let (stanza, who) = self.who(&x.decision, src);
                     let (grants, desc) = self.prepare_grants(g, now);
-                    pending.push((i, stanza, who, grants, desc));
+                    let fleet = x
+                        .decision
+                        .stanza
+                        .and_then(|s| self.config.stanzas.get(s))
+                        .is_some_and(|s| s.fleet_grants);
+                    pending.push((i, stanza, who, grants, desc, fleet));
                 }
                 _ => out[i] = Some(self.act(x.decision.clone(), src, now)),
             }
@@ -381,13 +406,15 @@ impl Daemon {
             let all: Vec<postern_fw::Grant> =
                 pending.iter().flat_map(|p| p.3.iter().copied()).collect();
             let together = self.apply_with_repair(&all);
-            for (i, stanza, who, grants, desc) in pending {
+            for (i, stanza, who, grants, desc, fleet) in pending {
                 let result = match &together {
                     Ok(()) => Ok(()),
                     Err(e) if all.len() == grants.len() => Err(e.clone()),
                     Err(_) => self.apply_with_repair(&grants),
                 };
-                out[i] = Some(self.finish_grant(result, &stanza, &who, &grants, &desc, now));
+                out[i] = Some(
+                    self.finish_grant(result, &stanza, &who, &grants, &desc, now, None, fleet),
+                );
             }
         }
         // The group's digests reach the disk now; a `kill -9` could not lose them anyway
@@ -399,6 +426,132 @@ impl Daemon {
         out.into_iter()
             .map(|o| o.unwrap_or(Outcome::Refused(Refusal::WorkerMismatch)))
             .collect()
+    }
+
+    /// With a fleet: claim the packets that would act, in one round trip, before acting.
+    /// A claim another gateway holds is a replay; an unanswered one follows
+    /// `FLEET_ON_REDIS_DOWN`. Refused packets stay in the local store.
+    fn claim_in_fleet(
+        &mut self,
+        xs: &[Decided],
+        accepted: &mut Vec<usize>,
+        out: &mut [Option<Outcome>],
+    ) {
+        let Some(fleet) = self.fleet.as_mut() else {
+            return;
+        };
+        let acting: Vec<usize> = accepted
+            .iter()
+            .copied()
+            .filter(|&i| !matches!(xs[i].decision.verdict, Verdict::Drop(_)))
+            .collect();
+        if acting.is_empty() || self.test_mode {
+            return;
+        }
+        let keys: Vec<ReplayKey> = acting.iter().map(|&i| xs[i].key).collect();
+        let ttl = Duration::from_secs(2 * self.config.server.max_packet_age);
+        let claims = fleet.claim(&keys, ttl);
+        let mut refused = Vec::new();
+        for (&i, claim) in acting.iter().zip(claims) {
+            let src = xs[i].meta.src.ip();
+            match claim {
+                Claim::Won => {}
+                Claim::Lost => {
+                    log::info(&format!("{src}: refused: {}", Refusal::FleetReplay));
+                    refused.push((i, "fleet_replay", Refusal::FleetReplay));
+                }
+                Claim::Down(why) => {
+                    if !fleet.proceed_when_down(&why) {
+                        refused.push((i, "fleet_down", Refusal::FleetDown(why)));
+                    }
+                }
+            }
+        }
+        for (i, label, r) in refused {
+            self.refuse(label);
+            out[i] = Some(Outcome::Refused(r));
+            accepted.retain(|&a| a != i);
+        }
+    }
+
+    /// A grant message from the fleet's stream: checked against this gateway's own
+    /// configuration (signature, origin, deadline, nonce, a `FLEET_GRANTS` stanza whose
+    /// SOURCE and ports allow it, within its timeouts), then opened for what is left.
+    pub fn apply_fleet(&mut self, text: &str, sig: &str, now: Now) -> Option<Outcome> {
+        let fleet = self.fleet.as_ref()?;
+        let me = fleet.config().gateway.clone();
+        let m = match GrantMessage::open(text, sig, fleet.config().key.as_bytes()) {
+            Ok(m) => m,
+            Err(e) => {
+                self.refuse("fleet_message");
+                log::warn(&format!("a fleet message was refused: {e}"));
+                return Some(Outcome::Refused(Refusal::WorkerMismatch));
+            }
+        };
+        if m.origin == me {
+            return None;
+        }
+        let now_ms = now.wall.saturating_mul(1000);
+        self.fleet_nonces.retain(|_, d| *d > now_ms);
+        if m.deadline_ms <= now_ms || self.fleet_nonces.contains_key(&m.nonce) {
+            return None;
+        }
+        let left = (m.deadline_ms - now_ms).div_ceil(1000);
+        let ports = m.port_specs().ok()?;
+        let allowed = |s: &crate::config::Stanza| {
+            let listed = |rules: &[crate::config::PortRule], p: &postern_proto::PortSpec| {
+                rules.iter().any(|r| r.proto == p.proto && r.port == p.port)
+            };
+            s.fleet_grants
+                && s.source.iter().any(|n| n.contains(m.source))
+                && left <= s.fw_access_timeout.max(s.max_fw_timeout)
+                && s.access_expire.is_none_or(|e| now.wall < e)
+                && ports.iter().all(|p| {
+                    s.open_ports.as_deref().is_none_or(|o| listed(o, p))
+                        && !s.restrict_ports.as_deref().is_some_and(|r| listed(r, p))
+                })
+        };
+        let Some(stanza) = self
+            .config
+            .stanzas
+            .iter()
+            .find(|s| allowed(s))
+            .map(|s| s.name())
+        else {
+            self.refuse("fleet_message");
+            log::warn(&format!(
+                "a fleet grant from '{}' for {} ({}) is not allowed by any FLEET_GRANTS stanza here; nothing opened",
+                m.origin,
+                m.source,
+                m.ports.join(",")
+            ));
+            return Some(Outcome::Refused(Refusal::WorkerMismatch));
+        };
+        self.fleet_nonces.insert(m.nonce.clone(), m.deadline_ms);
+        let g = crate::pipeline::authorize::GrantDecision {
+            allow: m.source,
+            ports,
+            timeout: left,
+        };
+        let (grants, desc) = self.prepare_grants(&g, now);
+        if self.test_mode {
+            return Some(Outcome::WouldAct(desc));
+        }
+        let who = format!(
+            "{} (fleet grant from '{}', stanza {stanza} here)",
+            m.source, m.origin
+        );
+        let result = self.apply_with_repair(&grants);
+        Some(self.finish_grant(
+            result,
+            &stanza,
+            &who,
+            &grants,
+            &desc,
+            now,
+            Some(&m.origin),
+            false,
+        ))
     }
 
     fn persistence_lost(&mut self, why: &str) {
@@ -459,6 +612,7 @@ impl Daemon {
     }
 
     /// Book-keeping and the log line once the firewall answered.
+    #[allow(clippy::too_many_arguments)]
     fn finish_grant(
         &mut self,
         result: Result<(), postern_fw::Error>,
@@ -467,6 +621,8 @@ impl Daemon {
         grants: &[postern_fw::Grant],
         desc: &str,
         now: Now,
+        origin: Option<&str>,
+        publish: bool,
     ) -> Outcome {
         match result {
             Ok(()) => {
@@ -475,10 +631,14 @@ impl Daemon {
                         (gr.source, gr.proto, gr.port),
                         stanza,
                         now.mono + gr.timeout.as_secs(),
+                        origin,
                     );
                 }
                 self.counters.grants += grants.len() as u64;
                 log::info(&format!("{who}: granted {desc}"));
+                if publish {
+                    self.publish_grants(grants, stanza, now);
+                }
                 Outcome::Granted(grants.iter().map(ToString::to_string).collect())
             }
             Err(e) => {
@@ -486,6 +646,37 @@ impl Daemon {
                 log::error(&format!("{who}: NOT opened {desc}: {e}"));
                 Outcome::Refused(Refusal::Firewall(e.to_string()))
             }
+        }
+    }
+
+    /// Tell the fleet (one message per address: its ports and the latest deadline).
+    fn publish_grants(&mut self, grants: &[postern_fw::Grant], stanza: &str, now: Now) {
+        let Some(fleet) = self.fleet.as_mut() else {
+            return;
+        };
+        let Some(first) = grants.first() else { return };
+        let secs = grants
+            .iter()
+            .map(|g| g.timeout.as_secs())
+            .max()
+            .unwrap_or(0);
+        let m = GrantMessage {
+            v: 1,
+            origin: fleet.config().gateway.clone(),
+            source: first.source,
+            ports: grants
+                .iter()
+                .map(|g| format!("{}/{}", g.proto.name(), g.port))
+                .collect(),
+            deadline_ms: now.wall.saturating_add(secs).saturating_mul(1000),
+            stanza: stanza.to_owned(),
+            nonce: crate::fleet::message::nonce(),
+        };
+        if let Err(e) = fleet.publish(&m) {
+            log::error(&format!(
+                "{}: the fleet was not told of this grant ({e}); it is open here only",
+                first.source
+            ));
         }
     }
 
@@ -531,7 +722,11 @@ impl Daemon {
                     return Outcome::WouldAct(desc);
                 }
                 let result = self.apply_with_repair(&grants);
-                self.finish_grant(result, &stanza, &who, &grants, &desc, now)
+                let fleet = decision
+                    .stanza
+                    .and_then(|s| self.config.stanzas.get(s))
+                    .is_some_and(|s| s.fleet_grants);
+                self.finish_grant(result, &stanza, &who, &grants, &desc, now, None, fleet)
             }
             Verdict::Command(c) => {
                 if self.test_mode {
@@ -682,6 +877,7 @@ impl Daemon {
                     "proto": proto.name(),
                     "port": port,
                     "stanza": e.stanza,
+                    "origin": e.origin,
                     "seconds_left": e.expires.saturating_sub(now.mono),
                 })
             })
@@ -730,6 +926,7 @@ impl Daemon {
             "replay_entries": self.replay.len(),
             "replay_store": replay,
             "pending_closes": self.ledger.pending_closes(),
+            "fleet": self.fleet.as_ref().map(Fleet::health),
             "core_dumps": if nix::sys::prctl::get_dumpable().unwrap_or(true) { "enabled" } else { "disabled" },
             "intake": extra["intake"],
         })

@@ -35,6 +35,7 @@ use posternd::privsep::protocol::FromWorker;
 use posternd::{offline, service};
 
 enum Event {
+    Fleet(posternd::fleet::StreamEvent),
     Packet(Datagram),
     Control(Request),
     Signal(i32),
@@ -257,6 +258,9 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
             }
         });
     }
+    if let Some(fc) = daemon.config.server.fleet.clone() {
+        daemon.fleet = Some(start_fleet(&fc, &tx)?);
+    }
     if let Err(e) = daemon.setup_firewall() {
         let _ = std::fs::remove_file(&socket);
         bail!("cannot install the firewall base: {e}");
@@ -288,6 +292,7 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
     let mut last_tick = Instant::now();
     let mut stashed: Option<Event> = None;
     let mut drop_total = 0u64;
+    let mut fleet_lost_logged: Option<Instant> = None;
     let fault = loop {
         let event = match stashed.take() {
             Some(e) => Ok(e),
@@ -315,6 +320,22 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
             Ok(Event::Packet(d)) => {
                 daemon.handle(&d, Now::read());
             }
+            Ok(Event::Fleet(ev)) => match ev {
+                posternd::fleet::StreamEvent::Message { text, sig, .. } => {
+                    daemon.apply_fleet(&text, &sig, Now::read());
+                }
+                posternd::fleet::StreamEvent::Connected => {
+                    log::info("fleet: following the grant stream");
+                }
+                posternd::fleet::StreamEvent::Lost(why) => {
+                    if fleet_lost_logged
+                        .is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(30))
+                    {
+                        log::warn(&format!("fleet: grant stream: {why}; reconnecting"));
+                        fleet_lost_logged = Some(Instant::now());
+                    }
+                }
+            },
             Ok(Event::Worker(g, ev)) if workers.is_current(g) => {
                 match ev {
                     WorkerEvent::Message(FromWorker::Candidate(c)) => {
@@ -410,6 +431,39 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// Connect to the fleet's Redis (a refused password stops the start; an unreachable
+/// Redis is the configured degraded mode, said loudly) and follow its grant stream.
+fn start_fleet(
+    fc: &posternd::config::server::FleetConfig,
+    tx: &SyncSender<Event>,
+) -> Result<posternd::fleet::Fleet> {
+    use posternd::fleet::{ConnectError, Fleet};
+    let mut fleet = Fleet::new(fc).map_err(|e| anyhow!("{e}; not started, firewall unchanged"))?;
+    match fleet.connect_at_start() {
+        Ok(()) => log::info(&format!(
+            "fleet: gateway '{}' on {}",
+            fc.gateway,
+            posternd::fleet::redact(&fc.url)
+        )),
+        Err(ConnectError::Auth(why)) => {
+            bail!("fleet: {why} (FLEET_REDIS_PASSWORD_FILE / the ACL user); not started, firewall unchanged")
+        }
+        Err(ConnectError::Unreachable(why)) => log::error(&format!(
+            "fleet: {why}; starting anyway: until Redis answers, FLEET_ON_REDIS_DOWN {} applies",
+            match fc.on_down {
+                posternd::config::server::OnRedisDown::Closed => "closed (new grants refused)",
+                posternd::config::server::OnRedisDown::Local => "local (local replay store only)",
+            }
+        )),
+    }
+    let tx = tx.clone();
+    posternd::fleet::follow(fc.clone(), Duration::from_secs(86_400), move |ev| {
+        tx.send(Event::Fleet(ev)).is_ok()
+    })
+    .map_err(|e| anyhow!(e))?;
+    Ok(fleet)
 }
 
 fn forward(tx: &SyncSender<Event>, dropped: &AtomicU64, d: Datagram) {

@@ -128,6 +128,9 @@ pub struct Stanza {
     pub max_fw_timeout: u64,
     /// ENABLE_CMD_EXEC.
     pub enable_cmd_exec: bool,
+    /// FLEET_GRANTS (posternd's own): grants of this stanza are applied by every
+    /// gateway of the fleet (see `FLEET_REDIS_URL`).
+    pub fleet_grants: bool,
     /// CMD_EXEC_USER.
     pub cmd_exec_user: Option<String>,
     /// CMD_EXEC_GROUP.
@@ -224,6 +227,9 @@ impl Stanza {
             "ENABLE_CMD_EXEC",
             yn(self.enable_cmd_exec)
         ));
+        if self.fleet_grants {
+            s.push_str(&format!("{:<28}Y\n", "FLEET_GRANTS"));
+        }
         if let Some(u) = &self.cmd_exec_user {
             s.push_str(&format!("{:<28}{u}\n", "CMD_EXEC_USER"));
         }
@@ -270,6 +276,7 @@ struct Draft {
     fw_access_timeout: u64,
     max_fw_timeout: u64,
     enable_cmd_exec: bool,
+    fleet_grants: bool,
     cmd_exec_user: Option<String>,
     cmd_exec_group: Option<String>,
     cycle_open: Option<(String, Line)>,
@@ -384,6 +391,7 @@ impl Draft {
                 self.max_fw_timeout
             },
             enable_cmd_exec: self.enable_cmd_exec,
+            fleet_grants: self.fleet_grants,
             cmd_exec_user: self.cmd_exec_user,
             cmd_exec_group: self.cmd_exec_group,
             cmd_cycle,
@@ -536,6 +544,7 @@ fn apply(d: &mut Draft, file: &Path, l: &Line) -> Result<(), ConfigError> {
         "FW_ACCESS_TIMEOUT" => d.fw_access_timeout = number(file, l, 0, 8_388_608)?,
         "MAX_FW_TIMEOUT" => d.max_fw_timeout = number(file, l, 0, 8_388_608)?,
         "ENABLE_CMD_EXEC" => d.enable_cmd_exec = boolean(file, l)?,
+        "FLEET_GRANTS" => d.fleet_grants = boolean(file, l)?,
         "CMD_EXEC_USER" => d.cmd_exec_user = Some(l.value.clone()),
         "CMD_EXEC_GROUP" => d.cmd_exec_group = Some(l.value.clone()),
         "CMD_CYCLE_OPEN" | "CMD_CYCLE_CLOSE" => {

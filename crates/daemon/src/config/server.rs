@@ -67,6 +67,41 @@ pub struct ServerConfig {
     pub worker_user: Option<String>,
     /// `VERBOSE`.
     pub verbose: bool,
+    /// The fleet (`FLEET_REDIS_URL` and friends), when this gateway is part of one.
+    pub fleet: Option<FleetConfig>,
+}
+
+/// What a gateway does when Redis cannot answer a claim in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRedisDown {
+    /// Refuse new grants (no replay can slip through another gateway).
+    Closed,
+    /// Go on with the local replay store alone (loudly): a packet captured on its way to
+    /// this gateway could then be replayed at another one within its age window.
+    Local,
+}
+
+/// The fleet settings (`FLEET_*` in fwknopd.conf, posternd's own directives).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// `FLEET_REDIS_URL`: `redis://[user@]host:port/db` or `rediss://...`.
+    pub url: String,
+    /// `FLEET_REDIS_CA_FILE`: the CA that signs the server's certificate (rediss).
+    pub ca_file: Option<PathBuf>,
+    /// `FLEET_REDIS_PASSWORD_FILE` (0600), read at load time.
+    pub password: Option<postern_proto::Key>,
+    /// `FLEET_KEY_BASE64`: authenticates every fleet message.
+    pub key: postern_proto::Key,
+    /// `FLEET_ON_REDIS_DOWN`.
+    pub on_down: OnRedisDown,
+    /// `FLEET_REDIS_TIMEOUT_MS`: the bound on one round trip (claims, publishing).
+    pub timeout_ms: u64,
+    /// `FLEET_GATEWAY_NAME`: this gateway's name in messages (default: the host name).
+    pub gateway: String,
+    /// `FLEET_REDIS_PREFIX`: prefix of every key posternd uses.
+    pub prefix: String,
+    /// `FLEET_REDIS_WAIT`: replicas that must acknowledge a claim (`WAIT`), 0 for none.
+    pub wait_replicas: u64,
 }
 
 /// Directives accepted with no effect in posternd, and why.
@@ -204,7 +239,9 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
         privilege_separation: true,
         worker_user: None,
         verbose: false,
+        fleet: None,
     };
+    let mut fleet = FleetDraft::default();
     let mut set: HashMap<&'static str, String> = HashMap::new();
     let mut udpserv_port = None;
     for l in lines(text) {
@@ -323,6 +360,58 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
                     .map(|v| v > 0)
                     .or_else(|_| boolean(file, &l))?
             }
+            "FLEET_REDIS_URL" => {
+                let u = l.value.as_str();
+                if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                    return Err(err(
+                        file,
+                        &l,
+                        "expected redis://[user@]host:port/db or rediss://...",
+                    ));
+                }
+                fleet.url = Some((l.value.clone(), l.number));
+            }
+            "FLEET_REDIS_CA_FILE" => fleet.ca_file = Some(PathBuf::from(&l.value)),
+            "FLEET_REDIS_PASSWORD_FILE" => {
+                let p = PathBuf::from(&l.value);
+                let text = read(&p).map_err(|e| err(file, &l, e.to_string()))?;
+                private(&p).map_err(|m| err(file, &l, m))?;
+                let pw = text.lines().next().unwrap_or("").trim().to_owned();
+                if pw.is_empty() {
+                    return Err(err(file, &l, format!("{} holds no password", p.display())));
+                }
+                fleet.password = Some(postern_proto::Key::from_bytes(pw.into_bytes()));
+            }
+            "FLEET_KEY_BASE64" => {
+                let k = postern_proto::Key::from_base64(&l.value)
+                    .map_err(|e| err(file, &l, format!("not base64: {e}")))?;
+                if k.len() < 32 {
+                    return Err(err(
+                        file,
+                        &l,
+                        "the fleet key must be at least 32 bytes (postern --key-gen prints one)",
+                    ));
+                }
+                fleet.key = Some(k);
+                private(file).map_err(|m| err(file, &l, m))?;
+            }
+            "FLEET_ON_REDIS_DOWN" => {
+                fleet.on_down = Some(match l.value.to_ascii_lowercase().as_str() {
+                    "closed" => OnRedisDown::Closed,
+                    "local" => OnRedisDown::Local,
+                    _ => {
+                        return Err(err(
+                            file,
+                            &l,
+                            format!("'{}' is not closed or local", l.value),
+                        ))
+                    }
+                })
+            }
+            "FLEET_REDIS_TIMEOUT_MS" => fleet.timeout_ms = Some(number(file, &l, 1, 5000)?),
+            "FLEET_GATEWAY_NAME" => fleet.gateway = Some(l.value.clone()),
+            "FLEET_REDIS_PREFIX" => fleet.prefix = Some(l.value.clone()),
+            "FLEET_REDIS_WAIT" => fleet.wait_replicas = Some(number(file, &l, 0, 16)?),
             "FWKNOP_RUN_DIR" | "FWKNOP_CONF_DIR" | "DIGEST_FILE" | "FWKNOP_PID_FILE"
             | "ACCESS_FILE" | "ACCESS_FOLDER" | "CONTROL_SOCKET" => {}
             "DIGEST_DB_FILE" => {
@@ -389,7 +478,83 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
         .map_or_else(|| conf.join("access.conf"), PathBuf::from);
     c.access_folder = set.get("ACCESS_FOLDER").map(PathBuf::from);
     c.run_dir = run_dir;
+    c.fleet = fleet.finish(file)?;
     Ok((c, notes))
+}
+
+/// The `FLEET_*` lines as read, before they are checked together.
+#[derive(Default)]
+struct FleetDraft {
+    url: Option<(String, usize)>,
+    ca_file: Option<PathBuf>,
+    password: Option<postern_proto::Key>,
+    key: Option<postern_proto::Key>,
+    on_down: Option<OnRedisDown>,
+    timeout_ms: Option<u64>,
+    gateway: Option<String>,
+    prefix: Option<String>,
+    wait_replicas: Option<u64>,
+}
+
+impl FleetDraft {
+    fn finish(self, file: &Path) -> Result<Option<FleetConfig>, ConfigError> {
+        let whole = |directive: &str, message: &str| ConfigError {
+            file: file.to_owned(),
+            line: 0,
+            directive: directive.into(),
+            message: message.into(),
+        };
+        let Some((url, line)) = self.url else {
+            if self.key.is_some() || self.password.is_some() || self.on_down.is_some() {
+                return Err(whole(
+                    "FLEET_REDIS_URL",
+                    "FLEET_* settings without FLEET_REDIS_URL",
+                ));
+            }
+            return Ok(None);
+        };
+        let key = self.key.ok_or_else(|| ConfigError {
+            file: file.to_owned(),
+            line,
+            directive: "FLEET_REDIS_URL".into(),
+            message: "a fleet needs FLEET_KEY_BASE64 (every gateway the same key)".into(),
+        })?;
+        let gateway = self.gateway.unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "posternd".into())
+        });
+        Ok(Some(FleetConfig {
+            url,
+            ca_file: self.ca_file,
+            password: self.password,
+            key,
+            on_down: self.on_down.unwrap_or(OnRedisDown::Closed),
+            timeout_ms: self.timeout_ms.unwrap_or(25),
+            gateway,
+            prefix: self.prefix.unwrap_or_else(|| "postern".into()),
+            wait_replicas: self.wait_replicas.unwrap_or(0),
+        }))
+    }
+}
+
+/// A file holding a secret must be readable by its owner only.
+fn private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} holds a secret but is accessible by group or others (mode {mode:04o}); run: chmod 600 {}",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 impl ServerConfig {

@@ -19,6 +19,8 @@ pub struct Entry {
     pub stanza: String,
     /// When it closes (monotonic seconds).
     pub expires: u64,
+    /// The gateway that opened it, for a fleet grant applied here.
+    pub origin: Option<String>,
 }
 
 /// A command-cycle close, with everything it needs resolved when the cycle opened:
@@ -50,12 +52,19 @@ impl Ledger {
     }
 
     /// Remember an opened grant.
-    pub fn record(&mut self, key: (IpAddr, Protocol, u16), stanza: &str, expires: u64) {
+    pub fn record(
+        &mut self,
+        key: (IpAddr, Protocol, u16),
+        stanza: &str,
+        expires: u64,
+        origin: Option<&str>,
+    ) {
         self.grants.insert(
             key,
             Entry {
                 stanza: stanza.to_owned(),
                 expires,
+                origin: origin.map(str::to_owned),
             },
         );
     }
@@ -96,7 +105,7 @@ mod tests {
         let mut l = Ledger::default();
         let k = ("198.18.1.2".parse().unwrap(), Protocol::Tcp, 22);
         assert_eq!(l.effective_timeout(k, 30, 100), 30);
-        l.record(k, "a:1", 400);
+        l.record(k, "a:1", 400, None);
         assert_eq!(l.effective_timeout(k, 30, 100), 300);
         assert_eq!(l.effective_timeout(k, 500, 100), 500);
         assert_eq!(l.active(399).len(), 1);

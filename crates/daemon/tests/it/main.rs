@@ -6,6 +6,7 @@ mod commands;
 mod config_errors;
 mod cycle;
 mod faults;
+mod fleet;
 mod hostile;
 mod lab;
 mod layouts;
