@@ -858,8 +858,7 @@ impl Daemon {
         if self.test_mode || !self.config.server.flush_at_exit {
             return;
         }
-        let keep_base = self.config.server.nft_default_drop;
-        if let Err(e) = self.fw.teardown(keep_base) {
+        if let Err(e) = self.fw.shutdown() {
             log::error(&format!("cannot clean up the firewall at exit: {e}"));
         }
     }
@@ -883,6 +882,23 @@ impl Daemon {
             })
             .collect();
         v["active"] = serde_json::Value::Array(active);
+        if !self.test_mode {
+            // The kernel's truth, next to what posternd believes.
+            v["kernel"] = match self.fw.list() {
+                Ok(held) => held
+                    .iter()
+                    .map(|h| {
+                        serde_json::json!({
+                            "source": h.source.to_string(),
+                            "proto": h.proto.name(),
+                            "port": h.port,
+                            "left": h.left.as_secs(),
+                        })
+                    })
+                    .collect(),
+                Err(e) => serde_json::Value::String(format!("cannot list: {e}")),
+            };
+        }
         v
     }
 
@@ -1185,6 +1201,7 @@ mod tests {
         assert_eq!(d.replay.len(), 2, "nothing goes past MAX_REPLAY_ENTRIES");
         assert_eq!(mem.record.lock().unwrap().grants.len(), 1);
         assert_eq!(d.counters.refused["replay_store_full"], 2);
+        assert!(mem.record.lock().unwrap().revoked.is_empty());
         // Once entries expire there is room again.
         d.tick(at(T + 241));
         assert!(granted(&d.handle(&packet(5, T + 241, 22), at(T + 241))));

@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod firewall;
 pub mod fleet;
 pub mod ids;
 pub mod log;

@@ -21,8 +21,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Parser as _;
 use postern_capture::Datagram;
-use postern_fw::nftables::{NftConfig, Nftables};
-use postern_proto::Protocol;
 use posternd::cli::{ask, load, socket_for, Cli, Cmd};
 use posternd::clock::Now;
 use posternd::config::Config;
@@ -114,17 +112,8 @@ fn run() -> Result<ExitCode> {
         return posternd::privsep::worker::run(config, cli.verbose > 0 || cli.test)
             .map_err(|e| anyhow!(e));
     }
-    let nft = NftConfig {
-        family: config.server.nft_table.0,
-        table: config.server.nft_table.1.clone(),
-        chain: config.server.nft_chain.clone(),
-        default_drop: config.server.nft_default_drop,
-        open_port: (config.server.udp_server && config.server.nft_default_drop)
-            .then_some((Protocol::Udp, config.server.spa_port)),
-        nft: config.server.nft_exe.clone(),
-        netlink: config.server.nft_netlink,
-    };
-    let fw = Nftables::new(nft).map_err(|e| {
+    let (fw_config, fw_why) = posternd::firewall::choose(&config.server);
+    let fw = postern_fw::open(&fw_config).map_err(|e| {
         anyhow!(
             "{}: {e}; not started, firewall unchanged",
             config.server.file.display()
@@ -132,9 +121,9 @@ fn run() -> Result<ExitCode> {
     })?;
     if cli.check_config {
         println!(
-            "configuration OK: {} stanza(s), firewall: {}",
+            "configuration OK: {} stanza(s), firewall: {} ({fw_why})",
             config.stanzas.len(),
-            postern_fw::Firewall::describe(&fw)
+            fw.describe()
         );
         for n in &config.notes {
             println!("note: {n}");
@@ -150,7 +139,7 @@ fn run() -> Result<ExitCode> {
     }
     if let Some(pcap) = config.server.pcap_file.clone() {
         let (replay, trusted) = offline::open_replay(&config, cli.test);
-        let mut d = Daemon::new(config, Box::new(fw), replay, cli.test);
+        let mut d = Daemon::new(config, fw, replay, cli.test);
         if !trusted {
             d.refuse_before(Now::read());
         }
@@ -164,7 +153,8 @@ fn run() -> Result<ExitCode> {
         println!("posternd started in the background (pid {pid})");
         return Ok(ExitCode::SUCCESS);
     }
-    run_daemon(config, Box::new(fw), &cli)
+    log::info(&format!("firewall: {fw_why}"));
+    run_daemon(config, fw, &cli)
 }
 
 fn is_root() -> bool {

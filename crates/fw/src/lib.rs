@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod iptables;
 pub mod memory;
 pub mod netlink;
 pub mod nftables;
@@ -72,14 +73,55 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// A firewall backend.
+/// One opening as the kernel holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Address allowed in.
+    pub source: IpAddr,
+    /// Protocol.
+    pub proto: Protocol,
+    /// Destination port.
+    pub port: u16,
+    /// Time left, as the kernel counts it.
+    pub left: Duration,
+}
+
+/// A firewall backend. Every backend keeps its openings where the kernel expires them
+/// by itself (nftables set elements, ipset entries with timeouts), so access closes on
+/// time even if posternd is gone.
 pub trait Firewall: Send {
-    /// Install the base (table, sets, rules). With `flush`, existing grants are removed.
+    /// Install the base (tables, sets, chains, jump rules). With `flush`, existing
+    /// grants are removed. Installing it again repairs it (and keeps grants otherwise).
     fn setup(&mut self, flush: bool) -> Result<(), Error>;
     /// Open (or refresh) these grants, all or nothing.
     fn apply(&mut self, grants: &[Grant]) -> Result<(), Error>;
-    /// Remove the base, or with `keep_base` only the grants (see the backend's docs).
-    fn teardown(&mut self, keep_base: bool) -> Result<(), Error>;
+    /// Close these openings now (their timeouts are ignored).
+    fn revoke(&mut self, grants: &[Grant]) -> Result<(), Error>;
+    /// What the kernel holds now.
+    fn list(&mut self) -> Result<Vec<Held>, Error>;
+    /// At exit with `FLUSH_*_AT_EXIT`: remove what this backend installed; a backend
+    /// whose base holds the host's default-drop policy keeps it (only the grants go),
+    /// so the host stays closed.
+    fn shutdown(&mut self) -> Result<(), Error>;
     /// A short description for logs and status.
     fn describe(&self) -> String;
+}
+
+/// Which backend, with its settings (from fwknopd.conf's `FIREWALL_TYPE` and the
+/// backend's own directives).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Config {
+    /// nftables sets with per-element timeouts.
+    Nftables(nftables::NftConfig),
+    /// iptables/ip6tables chains in fwknop's layout, openings in ipset sets with timeouts.
+    Iptables(iptables::IptConfig),
+}
+
+/// Build the backend a configuration names (touches nothing yet).
+pub fn open(c: &Config) -> Result<Box<dyn Firewall>, Error> {
+    Ok(match c {
+        Config::Nftables(n) => Box::new(nftables::Nftables::new(n.clone())?),
+        Config::Iptables(i) => Box::new(iptables::Iptables::new(i.clone())?),
+    })
 }

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::{Error, Firewall, Grant};
+use crate::{Error, Firewall, Grant, Held};
 
 /// Everything the recorder saw.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -13,8 +13,10 @@ pub struct Record {
     pub grants: Vec<Grant>,
     /// Number of grants in each successful `apply` call (one transaction each).
     pub batches: Vec<usize>,
-    /// Teardowns, with their keep_base flag.
-    pub teardowns: Vec<bool>,
+    /// Shutdowns.
+    pub shutdowns: usize,
+    /// Revoked grants, in order.
+    pub revoked: Vec<Grant>,
 }
 
 /// Records calls; optionally fails every `apply`.
@@ -54,12 +56,37 @@ impl Firewall for Memory {
         Ok(())
     }
 
-    fn teardown(&mut self, keep_base: bool) -> Result<(), Error> {
+    fn revoke(&mut self, grants: &[Grant]) -> Result<(), Error> {
+        let mut r = self
+            .record
+            .lock()
+            .map_err(|_| Error::Refused("poisoned".into()))?;
+        r.revoked.extend_from_slice(grants);
+        Ok(())
+    }
+
+    fn list(&mut self) -> Result<Vec<Held>, Error> {
+        let r = self
+            .record
+            .lock()
+            .map_err(|_| Error::Refused("poisoned".into()))?;
+        Ok(r.grants
+            .iter()
+            .filter(|g| !r.revoked.contains(g))
+            .map(|g| Held {
+                source: g.source,
+                proto: g.proto,
+                port: g.port,
+                left: g.timeout,
+            })
+            .collect())
+    }
+
+    fn shutdown(&mut self) -> Result<(), Error> {
         self.record
             .lock()
             .map_err(|_| Error::Refused("poisoned".into()))?
-            .teardowns
-            .push(keep_base);
+            .shutdowns += 1;
         Ok(())
     }
 

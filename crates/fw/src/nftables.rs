@@ -28,7 +28,7 @@ use std::time::Duration;
 use postern_proto::Protocol;
 
 use crate::netlink::{self, Element, NfSocket};
-use crate::{Error, Firewall, Grant};
+use crate::{Error, Firewall, Grant, Held};
 
 /// Table family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -446,6 +446,45 @@ impl Nftables {
     }
 }
 
+/// The elements of `nft -j list set ...` output.
+pub fn parse_set_elements(json: &str) -> Vec<Held> {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let mut out = Vec::new();
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        for e in item["set"]["elem"].as_array().into_iter().flatten() {
+            let (val, expires) = match e.get("elem") {
+                Some(inner) => (&inner["val"], inner["expires"].as_u64()),
+                None => (e, None),
+            };
+            let Some(parts) = val["concat"].as_array() else {
+                continue;
+            };
+            let (Some(addr), Some(proto), Some(port)) = (
+                parts
+                    .first()
+                    .and_then(|a| a.as_str())
+                    .and_then(|a| a.parse().ok()),
+                parts.get(1).and_then(|p| p.as_str()),
+                parts.get(2).and_then(serde_json::Value::as_u64),
+            ) else {
+                continue;
+            };
+            let proto = match proto {
+                "tcp" => Protocol::Tcp,
+                "udp" => Protocol::Udp,
+                _ => continue,
+            };
+            out.push(Held {
+                source: addr,
+                proto,
+                port: u16::try_from(port).unwrap_or(0),
+                left: Duration::from_secs(expires.unwrap_or(0)),
+            });
+        }
+    }
+    out
+}
+
 impl Firewall for Nftables {
     fn setup(&mut self, flush: bool) -> Result<(), Error> {
         let stale = if self.cfg.chain.is_some() {
@@ -468,12 +507,45 @@ impl Firewall for Nftables {
         self.run(&["-f", "-"], Some(&script)).map(|_| ())
     }
 
-    fn teardown(&mut self, keep_base: bool) -> Result<(), Error> {
+    fn revoke(&mut self, grants: &[Grant]) -> Result<(), Error> {
+        let (f, t) = (self.fam(), &self.cfg.table);
+        let mut s = String::new();
+        for g in grants {
+            let v6 = self.family_of(g)?;
+            // Deleting an element that is already gone fails the transaction: add it
+            // (no-op when present) then delete it, as one transaction.
+            let elem = format!("{} . {} . {}", g.source, g.proto.name(), g.port);
+            s.push_str(&format!(
+                "add element {f} {t} {set} {{ {elem} timeout 1s }}\ndelete element {f} {t} {set} {{ {elem} }}\n",
+                set = self.set_name(v6)
+            ));
+        }
+        if s.is_empty() {
+            return Ok(());
+        }
+        self.run(&["-f", "-"], Some(&s)).map(|_| ())
+    }
+
+    fn list(&mut self) -> Result<Vec<Held>, Error> {
+        let (f, t) = (self.fam(), self.cfg.table.clone());
+        let mut out = Vec::new();
+        for v6 in [false, true] {
+            if (v6 && !self.cfg.family.v6()) || (!v6 && !self.cfg.family.v4()) {
+                continue;
+            }
+            let json = self.run(&["-j", "list", "set", f, &t, self.set_name(v6)], None)?;
+            out.extend(parse_set_elements(&json));
+        }
+        Ok(out)
+    }
+
+    fn shutdown(&mut self) -> Result<(), Error> {
         let ours = if self.cfg.chain.is_some() {
             self.our_rule_handles()?
         } else {
             Vec::new()
         };
+        let keep_base = self.cfg.default_drop;
         self.run(&["-f", "-"], Some(&self.teardown_script(keep_base, &ours)))
             .map(|_| ())
     }

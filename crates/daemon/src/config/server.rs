@@ -69,6 +69,21 @@ pub struct ServerConfig {
     pub verbose: bool,
     /// The fleet (`FLEET_REDIS_URL` and friends), when this gateway is part of one.
     pub fleet: Option<FleetConfig>,
+    /// `FIREWALL_TYPE` as written (`None`: look at the host, see [`crate::firewall`]).
+    pub firewall_type: Option<FirewallType>,
+    /// Whether an `NFT_*` layout directive was written (an nftables choice).
+    pub nft_set: bool,
+    /// The iptables backend's settings (`IPT_INPUT_ACCESS`, `FIREWALL_EXE`).
+    pub ipt: postern_fw::iptables::IptConfig,
+}
+
+/// `FIREWALL_TYPE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirewallType {
+    /// `nftables`.
+    Nftables,
+    /// `iptables` (fwknopd's default).
+    Iptables,
 }
 
 /// What a gateway does when Redis cannot answer a claim in time.
@@ -111,7 +126,10 @@ const NO_EFFECT: &[(&str, &str)] = &[
     ("MAX_SNIFF_BYTES", "posternd reads whole datagrams"),
     ("UDPSERV_SELECT_TIMEOUT", "posternd has no select loop"),
     ("RULES_CHECK_THRESHOLD", "grants expire in the kernel"),
-    ("ENABLE_IPT_COMMENT_CHECK", "posternd does not use iptables"),
+    (
+        "ENABLE_IPT_COMMENT_CHECK",
+        "posternd's rules carry the comment 'postern' and are found by it",
+    ),
     ("LOCALE", "messages are not localised"),
     ("SYSLOG_IDENTITY", "posternd logs as posternd"),
     ("SYSLOG_FACILITY", "posternd logs to the daemon facility"),
@@ -124,16 +142,6 @@ const NO_EFFECT: &[(&str, &str)] = &[
     ("GPG_HOME_DIR", "GnuPG is not implemented"),
     ("GPG_EXE", "GnuPG is not implemented"),
     ("SUDO_EXE", "sudo execution is not implemented"),
-    ("FIREWALL_EXE", "the nftables backend uses NFT_EXE"),
-    (
-        "IPT_INPUT_ACCESS",
-        "iptables setting; the nftables backend uses NFT_TABLE/NFT_CHAIN",
-    ),
-    ("IPT_OUTPUT_ACCESS", "iptables setting"),
-    ("IPT_FORWARD_ACCESS", "iptables setting"),
-    ("IPT_DNAT_ACCESS", "iptables setting"),
-    ("IPT_SNAT_ACCESS", "iptables setting"),
-    ("IPT_MASQUERADE_ACCESS", "iptables setting"),
     ("SNAT_TRANSLATE_IP", "NAT is not implemented"),
     ("TCPSERV_PORT", "the TCP server is not implemented"),
     ("NFQ_INTERFACE", "NFQUEUE capture is not implemented"),
@@ -240,6 +248,9 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
         worker_user: None,
         verbose: false,
         fleet: None,
+        firewall_type: None,
+        nft_set: false,
+        ipt: postern_fw::iptables::IptConfig::default(),
     };
     let mut fleet = FleetDraft::default();
     let mut set: HashMap<&'static str, String> = HashMap::new();
@@ -296,34 +307,60 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
             "FLUSH_IPT_AT_INIT" | "FLUSH_NFT_AT_INIT" => c.flush_at_init = boolean(file, &l)?,
             "FLUSH_IPT_AT_EXIT" | "FLUSH_NFT_AT_EXIT" => c.flush_at_exit = boolean(file, &l)?,
             "FIREWALL_TYPE" => match l.value.to_ascii_lowercase().as_str() {
-                "nftables" | "nft" => {}
-                "iptables" | "firewalld" => {
+                "nftables" | "nft" => c.firewall_type = Some(FirewallType::Nftables),
+                "iptables" => c.firewall_type = Some(FirewallType::Iptables),
+                "firewalld" => {
                     return Err(err(
                         file,
                         &l,
-                        format!(
-                            "the {} backend is not implemented in posternd yet; use nftables",
-                            l.value
-                        ),
+                        "the firewalld backend is not implemented in posternd yet; use iptables or nftables",
                     ))
                 }
                 _ => {
                     return Err(err(
                         file,
                         &l,
-                        format!("unknown firewall '{}' (expected nftables)", l.value),
+                        format!(
+                            "unknown firewall '{}' (expected iptables or nftables)",
+                            l.value
+                        ),
                     ))
                 }
             },
+            "IPT_OUTPUT_ACCESS" | "IPT_FORWARD_ACCESS" | "IPT_DNAT_ACCESS"
+            | "IPT_SNAT_ACCESS" | "IPT_MASQUERADE_ACCESS" => {
+                postern_fw::iptables::Access::parse(&l.value).map_err(|e| err(file, &l, e))?;
+                notes.push(Note {
+                    file: file.to_owned(),
+                    line: l.number,
+                    text: format!("{name} has no effect: OUTPUT and NAT rules are not implemented in posternd yet"),
+                });
+                continue;
+            }
+            "IPT_INPUT_ACCESS" => {
+                c.ipt.input = postern_fw::iptables::Access::parse(&l.value)
+                    .map_err(|e| err(file, &l, e))?;
+            }
+            "FIREWALL_EXE" => {
+                let p = PathBuf::from(&l.value);
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                c.ipt.ip6tables = p.with_file_name(name.replacen("iptables", "ip6tables", 1));
+                c.ipt.iptables = p;
+            }
             "NFT_TABLE" => {
+                c.nft_set = true;
                 c.nft_table = parse_table(&l.value).map_err(|e| err(file, &l, e.to_string()))?
             }
             "NFT_CHAIN" => {
+                c.nft_set = true;
                 parse_table(&format!("inet {}", l.value))
                     .map_err(|e| err(file, &l, e.to_string()))?;
                 c.nft_chain = Some(l.value.clone());
             }
-            "NFT_DEFAULT_DROP" => c.nft_default_drop = boolean(file, &l)?,
+            "NFT_DEFAULT_DROP" => {
+                c.nft_set = true;
+                c.nft_default_drop = boolean(file, &l)?
+            }
             "NFT_EXE" => c.nft_exe = PathBuf::from(&l.value),
             "NFT_GRANTS" => {
                 c.nft_netlink = match l.value.to_ascii_lowercase().as_str() {

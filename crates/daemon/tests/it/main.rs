@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod backends;
 mod commands;
 mod config_errors;
 mod cycle;
