@@ -69,6 +69,15 @@ pub struct Cli {
     /// Check the configuration and exit: 0 if it is usable, 1 if not.
     #[arg(long = "check-config")]
     pub check_config: bool,
+    /// List the openings the firewall holds now (fwknopd's --fw-list), and exit.
+    #[arg(long = "fw-list")]
+    pub fw_list: bool,
+    /// List the backend and everything it holds (fwknopd's --fw-list-all), and exit.
+    #[arg(long = "fw-list-all")]
+    pub fw_list_all: bool,
+    /// Close every opening the firewall holds now (fwknopd's --fw-flush), and exit.
+    #[arg(long = "fw-flush")]
+    pub fw_flush: bool,
     /// More output.
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     pub verbose: u8,

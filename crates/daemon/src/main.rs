@@ -130,6 +130,9 @@ fn run() -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if cli.fw_list || cli.fw_list_all || cli.fw_flush {
+        return firewall_command(fw, &cli, &fw_why);
+    }
     if cli.dump_config {
         println!("{}", config.dump());
         return Ok(ExitCode::SUCCESS);
@@ -421,6 +424,42 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// `--fw-list`, `--fw-list-all`, `--fw-flush`: what the kernel holds, read (or closed)
+/// through the configured backend, whether or not posternd runs.
+fn firewall_command(mut fw: Box<dyn postern_fw::Firewall>, cli: &Cli, why: &str) -> Result<ExitCode> {
+    let held = fw.list().map_err(|e| anyhow!("{}: {e}", fw.describe()))?;
+    if cli.fw_list_all {
+        println!("firewall: {} ({why})", fw.describe());
+    }
+    if cli.fw_flush {
+        let grants: Vec<postern_fw::Grant> = held
+            .iter()
+            .map(|h| postern_fw::Grant {
+                source: h.source,
+                proto: h.proto,
+                port: h.port,
+                timeout: h.left,
+            })
+            .collect();
+        fw.revoke(&grants).map_err(|e| anyhow!("{e}"))?;
+        println!("{} opening(s) closed", grants.len());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if held.is_empty() {
+        println!("no openings");
+    }
+    for h in held {
+        println!(
+            "{:<40} {}/{:<6} {}s left",
+            h.source,
+            h.proto.name(),
+            h.port,
+            h.left.as_secs()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Connect to the fleet's Redis (a refused password stops the start; an unreachable
