@@ -252,11 +252,13 @@ fn the_classic_iptables_setup_works_with_stock_configs() {
     let access = std::fs::read_to_string(stock_access).unwrap();
     let access: String = access
         .lines()
-        .map(|l| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
-            ["KEY_BASE64", "__CHANGEME__"] => format!("KEY_BASE64          {k}\n"),
-            ["HMAC_KEY_BASE64", "__CHANGEME__"] => format!("HMAC_KEY_BASE64     {h}\n"),
-            _ => format!("{l}\n"),
-        })
+        .map(
+            |l| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["KEY_BASE64", "__CHANGEME__"] => format!("KEY_BASE64          {k}\n"),
+                ["HMAC_KEY_BASE64", "__CHANGEME__"] => format!("HMAC_KEY_BASE64     {h}\n"),
+                _ => format!("{l}\n"),
+            },
+        )
         .collect();
     assert!(
         !access
