@@ -6,7 +6,7 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "run as root (apt installs, network namespaces, nftables)" >&2
     exit 1
 fi
-pkgs=(fwknop-client fwknop-server nftables iptables iproute2 python3 systemd systemd-container build-essential pkg-config ca-certificates curl redis-server redis-tools)
+pkgs=(fwknop-client fwknop-server nftables iptables iproute2 python3 systemd systemd-container build-essential pkg-config ca-certificates curl redis-server redis-tools ipset openssl)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

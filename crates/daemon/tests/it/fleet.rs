@@ -534,3 +534,168 @@ fn a_fleet_degrades_as_configured_and_opens_nothing_forged() {
         e.log()
     );
 }
+
+/// TLS (`rediss://` with `FLEET_REDIS_CA_FILE`) and an ACL user limited to posternd's
+/// keys: the claims go through; a gateway that does not trust the server's certificate
+/// is not connected and follows FLEET_ON_REDIS_DOWN.
+#[test]
+fn a_fleet_speaks_tls_to_redis_as_an_acl_user() {
+    let name = "a_fleet_speaks_tls_to_redis_as_an_acl_user";
+    if !lab_ready(name) || !postern_testkit::can_run(name, &["openssl"]) {
+        return;
+    }
+    let dir = TempDir::new("fleet3");
+    let d = dir.0.clone();
+    let ssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=postern test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    ssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=redis",
+        "-keyout",
+        "redis.key",
+        "-out",
+        "redis.csr",
+    ]);
+    std::fs::write(d.join("san.ext"), format!("subjectAltName=IP:{REDIS}\n")).unwrap();
+    ssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "redis.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "redis.pem",
+    ]);
+    ssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=other CA",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.pem",
+    ]);
+    std::fs::write(
+        d.join("redis.conf"),
+        format!(
+            "bind {REDIS}\nport 0\ntls-port 6380\ntls-cert-file {p}/redis.pem\ntls-key-file {p}/redis.key\n\
+             tls-ca-cert-file {p}/ca.pem\ntls-auth-clients no\nsave \"\"\nappendonly no\ndir {p}\n\
+             user default off\nuser gw on >{PASSWORD} ~postern:* +@all\n",
+            p = d.display()
+        ),
+    )
+    .unwrap();
+    let mut seg = Segment::new();
+    let rns = seg.host("r", REDIS);
+    let client = seg.host("c", CLIENT);
+    let log = d.join("redis.log");
+    let _redis = rns.spawn(
+        &["redis-server", &d.join("redis.conf").display().to_string()],
+        &log,
+    );
+    wait_for_line(&log, "Ready to accept connections", Duration::from_secs(10));
+    let tls = |ca: &str| {
+        format!(
+            "FLEET_REDIS_URL rediss://gw@{REDIS}:6380/0\nFLEET_REDIS_CA_FILE {}/{ca}\n",
+            d.display()
+        )
+    };
+    let fix = |g: &Gateway| {
+        // Replace the plain URL the helper wrote with the TLS one.
+        let p = g.dir.join("fwknopd.conf");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let text: String = text
+            .lines()
+            .filter(|l| !l.starts_with("FLEET_REDIS_URL redis://"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&p, text).unwrap();
+    };
+    let mut a = Gateway::new(&mut seg, &d, "a", "198.18.40.1", &tls("ca.pem"));
+    let mut b = Gateway::new(&mut seg, &d, "b", "198.18.40.2", &tls("other.pem"));
+    fix(&a);
+    fix(&b);
+    a.start();
+    b.start();
+    let p = packet(&client, &d, "enc-1", "hmac-1", 22);
+    send(&client, &[&a.addr], &p);
+    assert!(
+        client.wait_open(&a.addr, 22, Duration::from_secs(5)),
+        "{}",
+        a.log()
+    );
+    let h = &a.status()["fleet"];
+    assert_eq!(h["connected"], true, "{h}");
+    assert_eq!(h["claims_won"], 1, "{h}");
+    // The claim is in Redis under posternd's prefix, readable by the ACL user.
+    let keys = rns.run(&[
+        "redis-cli",
+        "--tls",
+        "--cacert",
+        &d.join("ca.pem").display().to_string(),
+        "-h",
+        REDIS,
+        "-p",
+        "6380",
+        "--user",
+        "gw",
+        "--pass",
+        PASSWORD,
+        "--no-auth-warning",
+        "--scan",
+        "--pattern",
+        "postern:replay:*",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&keys.stdout).lines().count(), 1);
+    // The other gateway does not trust the certificate: not connected, and closed.
+    let hb = &b.status()["fleet"];
+    assert_eq!(hb["connected"], false, "{hb}");
+    let p = packet(&client, &d, "enc-1", "hmac-1", 22);
+    send(&client, &[&b.addr], &p);
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(!client.can_connect(&b.addr, 22, Duration::from_millis(300)));
+    assert_eq!(b.refused("fleet_down"), 1, "{}", b.status());
+}
