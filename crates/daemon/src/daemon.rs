@@ -225,6 +225,8 @@ impl Daemon {
                 .not_before
                 .filter(|n| now.mono <= n.until_mono)
                 .map(|n| n.wall),
+            nat_forwarding: self.config.server.nat_forwarding,
+            nat_local: self.config.server.nat_local,
         }
     }
 
@@ -532,6 +534,7 @@ impl Daemon {
             allow: m.source,
             ports,
             timeout: left,
+            nat: None,
         };
         let (grants, desc) = self.prepare_grants(&g, now);
         if self.test_mode {
@@ -591,7 +594,15 @@ impl Daemon {
             .iter()
             .map(|x| format!("{}/{}", x.proto.name(), x.port))
             .collect();
-        let desc = format!("{} for {} ({}s)", g.allow, shown.join(","), g.timeout);
+        let mut desc = format!("{} for {} ({}s)", g.allow, shown.join(","), g.timeout);
+        if let Some(n) = &g.nat {
+            desc.push_str(&format!(
+                ", {} to {}:{}",
+                if n.local { "local NAT" } else { "NAT" },
+                n.to,
+                n.to_port
+            ));
+        }
         (grants, desc)
     }
 
@@ -655,6 +666,13 @@ impl Daemon {
             return;
         };
         let Some(first) = grants.first() else { return };
+        if first.nat.is_some() {
+            log::info(&format!(
+                "{}: a NAT grant is not published to the fleet (the other gateways' NAT targets may differ)",
+                first.source
+            ));
+            return;
+        }
         let secs = grants
             .iter()
             .map(|g| g.timeout.as_secs())

@@ -20,6 +20,7 @@ use crate::config::server::{FirewallType, ServerConfig};
 /// The backend's configuration, and why it was chosen.
 pub fn choose(s: &ServerConfig) -> (postern_fw::Config, String) {
     let nft = |family: Family, table: String, chain: Option<String>, default_drop: bool| {
+        let own_table = chain.is_none();
         postern_fw::Config::Nftables(NftConfig {
             family,
             table,
@@ -28,6 +29,7 @@ pub fn choose(s: &ServerConfig) -> (postern_fw::Config, String) {
             open_port: (s.udp_server && default_drop).then_some((Protocol::Udp, s.spa_port)),
             nft: s.nft_exe.clone(),
             netlink: s.nft_netlink,
+            nat: (s.nat_forwarding || s.nat_local) && own_table,
         })
     };
     let configured = || {

@@ -119,6 +119,18 @@ fn run() -> Result<ExitCode> {
             config.server.file.display()
         )
     })?;
+    if (config.server.nat_forwarding || config.server.nat_local) && !fw.supports_nat() {
+        let msg = format!(
+            "{}: ENABLE_IPT_FORWARDING / ENABLE_IPT_LOCAL_NAT: NAT access needs the nftables backend with posternd's own table (this host: {})",
+            config.server.file.display(),
+            fw.describe()
+        );
+        if cli.check_config {
+            println!("configuration error: {msg}");
+            return Ok(ExitCode::from(1));
+        }
+        bail!("{msg}; not started, firewall unchanged");
+    }
     if cli.check_config {
         println!(
             "configuration OK: {} stanza(s), firewall: {} ({fw_why})",
@@ -428,7 +440,11 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
 
 /// `--fw-list`, `--fw-list-all`, `--fw-flush`: what the kernel holds, read (or closed)
 /// through the configured backend, whether or not posternd runs.
-fn firewall_command(mut fw: Box<dyn postern_fw::Firewall>, cli: &Cli, why: &str) -> Result<ExitCode> {
+fn firewall_command(
+    mut fw: Box<dyn postern_fw::Firewall>,
+    cli: &Cli,
+    why: &str,
+) -> Result<ExitCode> {
     let held = fw.list().map_err(|e| anyhow!("{}: {e}", fw.describe()))?;
     if cli.fw_list_all {
         println!("firewall: {} ({why})", fw.describe());
@@ -441,6 +457,7 @@ fn firewall_command(mut fw: Box<dyn postern_fw::Firewall>, cli: &Cli, why: &str)
                 proto: h.proto,
                 port: h.port,
                 timeout: h.left,
+                nat: None,
             })
             .collect();
         fw.revoke(&grants).map_err(|e| anyhow!("{e}"))?;

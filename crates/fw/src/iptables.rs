@@ -368,6 +368,11 @@ impl Firewall for Iptables {
         }
         let mut batch = String::new();
         for g in grants {
+            if g.nat.is_some() {
+                return Err(Error::Config(
+                    "NAT access is not implemented on the iptables backend yet (use FIREWALL_TYPE nftables)".into(),
+                ));
+            }
             let v6 = g.source.is_ipv6();
             if v6 && !self.cfg.ipv6 {
                 return Err(Error::Config(format!(

@@ -30,10 +30,25 @@ pub struct Grant {
     pub source: IpAddr,
     /// Protocol.
     pub proto: Protocol,
-    /// Destination port.
+    /// Destination port (with NAT: the port the source connects to on this host).
     pub port: u16,
     /// How long it stays open.
     pub timeout: Duration,
+    /// NAT access: where connections to `port` are sent instead.
+    pub nat: Option<Nat>,
+}
+
+/// A NAT opening (fwknop's NAT access messages): the source's connections to the
+/// grant's port are translated (DNAT) to `to:to_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Nat {
+    /// The address connections are sent to.
+    pub to: IpAddr,
+    /// The port there.
+    pub to_port: u16,
+    /// Local NAT (`--nat-local`): `to` is this host, reached through its input path;
+    /// otherwise `to` is behind this gateway and the forward path is opened.
+    pub local: bool,
 }
 
 impl fmt::Display for Grant {
@@ -45,7 +60,11 @@ impl fmt::Display for Grant {
             self.proto.name(),
             self.port,
             self.timeout.as_secs()
-        )
+        )?;
+        if let Some(n) = &self.nat {
+            write!(f, " (NAT to {}:{})", n.to, n.to_port)?;
+        }
+        Ok(())
     }
 }
 
@@ -105,6 +124,10 @@ pub trait Firewall: Send {
     fn shutdown(&mut self) -> Result<(), Error>;
     /// A short description for logs and status.
     fn describe(&self) -> String;
+    /// Whether this backend can open NAT grants (checked at `--check-config`).
+    fn supports_nat(&self) -> bool {
+        false
+    }
 }
 
 /// Which backend, with its settings (from fwknopd.conf's `FIREWALL_TYPE` and the

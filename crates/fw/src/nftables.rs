@@ -74,6 +74,9 @@ pub struct NftConfig {
     pub nft: PathBuf,
     /// Apply grants over netlink (default) rather than by running nft.
     pub netlink: bool,
+    /// Own table only: NAT access (a `prerouting` chain with DNAT maps, a `forward`
+    /// chain with forward sets; both expire per element in the kernel).
+    pub nat: bool,
 }
 
 impl Default for NftConfig {
@@ -86,6 +89,7 @@ impl Default for NftConfig {
             open_port: None,
             nft: PathBuf::from("nft"),
             netlink: true,
+            nat: false,
         }
     }
 }
@@ -142,6 +146,11 @@ impl Nftables {
         check_name(&cfg.table)?;
         if let Some(c) = &cfg.chain {
             check_name(c)?;
+            if cfg.nat {
+                return Err(Error::Config(
+                    "NAT access needs posternd's own table, not an existing NFT_CHAIN".into(),
+                ));
+            }
             if cfg.default_drop {
                 return Err(Error::Config(
                     "NFT_DEFAULT_DROP applies only to posternd's own table, not to an existing NFT_CHAIN".into(),
@@ -208,9 +217,17 @@ impl Nftables {
         let mut v = Vec::new();
         if self.cfg.family.v4() {
             v.push(format!("flush set {f} {t} {}", self.set_name(false)));
+            if self.cfg.nat {
+                v.push(format!("flush map {f} {t} dnat4"));
+                v.push(format!("flush set {f} {t} fwd4"));
+            }
         }
         if self.cfg.family.v6() {
             v.push(format!("flush set {f} {t} {}", self.set_name(true)));
+            if self.cfg.nat {
+                v.push(format!("flush map {f} {t} dnat6"));
+                v.push(format!("flush set {f} {t} fwd6"));
+            }
         }
         v
     }
@@ -254,6 +271,9 @@ impl Nftables {
                 }
                 for r in self.match_rules() {
                     s.push(format!("add rule {f} {t} {c} {r}"));
+                }
+                if self.cfg.nat {
+                    s.extend(self.nat_base());
                 }
             }
             Some(_) => {
@@ -337,6 +357,88 @@ impl Nftables {
         Ok(())
     }
 
+    /// NAT maps, sets and chains (own table).
+    fn nat_base(&self) -> Vec<String> {
+        let (f, t) = (self.fam(), &self.cfg.table);
+        let mut s = Vec::new();
+        let fams: Vec<(&str, &str)> = [(false, "ip", "ipv4_addr"), (true, "ip6", "ipv6_addr")]
+            .into_iter()
+            .filter(|(v6, _, _)| {
+                if *v6 {
+                    self.cfg.family.v6()
+                } else {
+                    self.cfg.family.v4()
+                }
+            })
+            .map(|(_, ip, ty)| (ip, ty))
+            .collect();
+        for (ip, ty) in &fams {
+            let n = if *ip == "ip" { 4 } else { 6 };
+            s.push(format!("add map {f} {t} dnat{n} {{ type {ty} . inet_proto . inet_service : {ty} . inet_service; flags timeout; }}"));
+            s.push(format!("add set {f} {t} fwd{n} {{ type {ty} . {ty} . inet_proto . inet_service; flags timeout; }}"));
+        }
+        s.push(format!("add chain {f} {t} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}"));
+        s.push(format!("flush chain {f} {t} prerouting"));
+        let policy = if self.cfg.default_drop {
+            "drop"
+        } else {
+            "accept"
+        };
+        s.push(format!("add chain {f} {t} forward {{ type filter hook forward priority filter; policy {policy}; }}"));
+        s.push(format!("flush chain {f} {t} forward"));
+        s.push(format!(
+            "add rule {f} {t} forward ct state established,related accept"
+        ));
+        for (ip, _) in &fams {
+            let n = if *ip == "ip" { 4 } else { 6 };
+            let nfproto = if *ip == "ip" { "ipv4" } else { "ipv6" };
+            let prefix = if self.cfg.family == Family::Inet {
+                format!("meta nfproto {nfproto} ")
+            } else {
+                String::new()
+            };
+            s.push(format!("add rule {f} {t} prerouting {prefix}dnat {ip} addr . port to {ip} saddr . meta l4proto . th dport map @dnat{n}"));
+            s.push(format!("add rule {f} {t} forward {ip} saddr . {ip} daddr . meta l4proto . th dport @fwd{n} accept"));
+        }
+        s
+    }
+
+    /// The elements of a NAT grant: (set or map, element without timeout, data).
+    fn nat_elements(
+        &self,
+        g: &Grant,
+        n: &crate::Nat,
+    ) -> Result<Vec<(String, String, Option<String>)>, Error> {
+        let v6 = self.family_of(g)?;
+        if n.to.is_ipv6() != v6 {
+            return Err(Error::Config(format!(
+                "NAT from {} to {} mixes address families",
+                g.source, n.to
+            )));
+        }
+        let k = if v6 { 6 } else { 4 };
+        let p = g.proto.name();
+        let mut v = vec![(
+            format!("dnat{k}"),
+            format!("{} . {p} . {}", g.source, g.port),
+            Some(format!("{} . {}", n.to, n.to_port)),
+        )];
+        if n.local {
+            v.push((
+                self.set_name(v6).to_owned(),
+                format!("{} . {p} . {}", g.source, n.to_port),
+                None,
+            ));
+        } else {
+            v.push((
+                format!("fwd{k}"),
+                format!("{} . {} . {p} . {}", g.source, n.to, n.to_port),
+                None,
+            ));
+        }
+        Ok(v)
+    }
+
     /// The script that opens or refreshes `grants`. An element that exists is deleted
     /// and re-added in the same transaction, which sets its new timeout atomically.
     pub fn grant_script(&self, grants: &[Grant]) -> Result<String, Error> {
@@ -344,16 +446,32 @@ impl Nftables {
         let mut s = String::new();
         for g in grants {
             let v6 = self.family_of(g)?;
-            let set = self.set_name(v6);
             let secs = g.timeout.as_secs().max(1);
-            let elem = format!("{} . {} . {}", g.source, g.proto.name(), g.port);
-            s.push_str(&format!(
-                "add element {f} {t} {set} {{ {elem} timeout {secs}s }}\n"
-            ));
-            s.push_str(&format!("delete element {f} {t} {set} {{ {elem} }}\n"));
-            s.push_str(&format!(
-                "add element {f} {t} {set} {{ {elem} timeout {secs}s }}\n"
-            ));
+            let elems = match &g.nat {
+                None => vec![(
+                    self.set_name(v6).to_owned(),
+                    format!("{} . {} . {}", g.source, g.proto.name(), g.port),
+                    None,
+                )],
+                Some(n) => {
+                    if !self.cfg.nat {
+                        return Err(Error::Config(
+                            "NAT access is not enabled (ENABLE_IPT_FORWARDING / ENABLE_IPT_LOCAL_NAT)".into(),
+                        ));
+                    }
+                    self.nat_elements(g, n)?
+                }
+            };
+            for (set, elem, data) in elems {
+                let data = data.map_or(String::new(), |d| format!(" : {d}"));
+                s.push_str(&format!(
+                    "add element {f} {t} {set} {{ {elem} timeout {secs}s{data} }}\n"
+                ));
+                s.push_str(&format!("delete element {f} {t} {set} {{ {elem} }}\n"));
+                s.push_str(&format!(
+                    "add element {f} {t} {set} {{ {elem} timeout {secs}s{data} }}\n"
+                ));
+            }
         }
         Ok(s)
     }
@@ -500,10 +618,19 @@ impl Firewall for Nftables {
         if grants.is_empty() {
             return Ok(());
         }
-        if self.cfg.netlink {
-            return self.apply_netlink(grants);
+        let (nat, plain): (Vec<Grant>, Vec<Grant>) = grants.iter().partition(|g| g.nat.is_some());
+        if !nat.is_empty() {
+            // NAT grants (map elements with data) go as one nft transaction of their own.
+            let script = self.grant_script(&nat)?;
+            self.run(&["-f", "-"], Some(&script))?;
         }
-        let script = self.grant_script(grants)?;
+        if plain.is_empty() {
+            return Ok(());
+        }
+        if self.cfg.netlink {
+            return self.apply_netlink(&plain);
+        }
+        let script = self.grant_script(&plain)?;
         self.run(&["-f", "-"], Some(&script)).map(|_| ())
     }
 
@@ -512,13 +639,22 @@ impl Firewall for Nftables {
         let mut s = String::new();
         for g in grants {
             let v6 = self.family_of(g)?;
+            let elems = match &g.nat {
+                None => vec![(
+                    self.set_name(v6).to_owned(),
+                    format!("{} . {} . {}", g.source, g.proto.name(), g.port),
+                    None,
+                )],
+                Some(n) => self.nat_elements(g, n)?,
+            };
             // Deleting an element that is already gone fails the transaction: add it
             // (no-op when present) then delete it, as one transaction.
-            let elem = format!("{} . {} . {}", g.source, g.proto.name(), g.port);
-            s.push_str(&format!(
-                "add element {f} {t} {set} {{ {elem} timeout 1s }}\ndelete element {f} {t} {set} {{ {elem} }}\n",
-                set = self.set_name(v6)
-            ));
+            for (set, elem, data) in elems {
+                let data = data.map_or(String::new(), |d| format!(" : {d}"));
+                s.push_str(&format!(
+                    "add element {f} {t} {set} {{ {elem} timeout 1s{data} }}\ndelete element {f} {t} {set} {{ {elem} }}\n"
+                ));
+            }
         }
         if s.is_empty() {
             return Ok(());
@@ -550,14 +686,23 @@ impl Firewall for Nftables {
             .map(|_| ())
     }
 
+    fn supports_nat(&self) -> bool {
+        self.cfg.nat && self.cfg.chain.is_none()
+    }
+
     fn describe(&self) -> String {
         match &self.cfg.chain {
             None => format!(
-                "nftables, own table '{} {}'{}",
+                "nftables, own table '{} {}'{}{}",
                 self.fam(),
                 self.cfg.table,
                 if self.cfg.default_drop {
                     " with default-drop input policy"
+                } else {
+                    ""
+                },
+                if self.cfg.nat {
+                    ", NAT (prerouting DNAT maps, forward sets)"
                 } else {
                     ""
                 }
@@ -619,6 +764,7 @@ mod tests {
             proto: Protocol::Tcp,
             port: 22,
             timeout: Duration::from_secs(30),
+            nat: None,
         };
         assert!(n.grant_script(&[g]).is_err(), "IPv6 grant in an ip table");
     }
@@ -631,6 +777,7 @@ mod tests {
             proto: Protocol::Tcp,
             port: 22,
             timeout: Duration::from_secs(30),
+            nat: None,
         };
         assert_eq!(
             n.grant_script(&[g]).unwrap(),

@@ -128,6 +128,8 @@ pub struct Stanza {
     pub max_fw_timeout: u64,
     /// ENABLE_CMD_EXEC.
     pub enable_cmd_exec: bool,
+    /// FORCE_NAT `<ip> <port>`: every accepted request is sent to ip:port.
+    pub force_nat: Option<(std::net::IpAddr, u16)>,
     /// FLEET_GRANTS (posternd's own): grants of this stanza are applied by every
     /// gateway of the fleet (see `FLEET_REDIS_URL`).
     pub fleet_grants: bool,
@@ -276,6 +278,7 @@ struct Draft {
     fw_access_timeout: u64,
     max_fw_timeout: u64,
     enable_cmd_exec: bool,
+    force_nat: Option<(std::net::IpAddr, u16)>,
     fleet_grants: bool,
     cmd_exec_user: Option<String>,
     cmd_exec_group: Option<String>,
@@ -392,6 +395,7 @@ impl Draft {
             },
             enable_cmd_exec: self.enable_cmd_exec,
             fleet_grants: self.fleet_grants,
+            force_nat: self.force_nat,
             cmd_exec_user: self.cmd_exec_user,
             cmd_exec_group: self.cmd_exec_group,
             cmd_cycle,
@@ -578,12 +582,29 @@ fn apply(d: &mut Draft, file: &Path, l: &Line) -> Result<(), ConfigError> {
             l,
             "sudo execution is not implemented in posternd yet (use CMD_EXEC_USER/CMD_EXEC_GROUP)",
         )),
-        "FORCE_NAT" | "FORCE_SNAT" | "FORCE_MASQUERADE" | "FORWARD_ALL" | "DISABLE_DNAT" => {
+        "FORCE_NAT" => {
+            let w: Vec<&str> = l.value.split_whitespace().collect();
+            let parsed = match w.as_slice() {
+                [ip, port] => ip
+                    .parse::<std::net::IpAddr>()
+                    .ok()
+                    .zip(port.parse::<u16>().ok().filter(|p| *p > 0)),
+                _ => None,
+            };
+            d.force_nat =
+                Some(parsed.ok_or_else(|| {
+                    err(file, l, format!("'{}' is not '<address> <port>'", l.value))
+                })?);
+        }
+        "FORCE_SNAT" | "FORCE_MASQUERADE" | "FORWARD_ALL" | "DISABLE_DNAT" => {
+            if l.value.eq_ignore_ascii_case("n") {
+                return Ok(());
+            }
             return Err(err(
                 file,
                 l,
-                "NAT access is not implemented in posternd yet",
-            ))
+                "SNAT, MASQUERADE, FORWARD_ALL and DISABLE_DNAT are not implemented in posternd yet (DNAT NAT access is)",
+            ));
         }
         n if n.starts_with("GPG_") => {
             return Err(err(file, l, "GnuPG stanzas are not supported yet"))

@@ -75,6 +75,10 @@ pub struct ServerConfig {
     pub nft_set: bool,
     /// The iptables backend's settings (`IPT_INPUT_ACCESS`, `FIREWALL_EXE`).
     pub ipt: postern_fw::iptables::IptConfig,
+    /// `ENABLE_IPT_FORWARDING`: NAT access to hosts behind this gateway (types 2, 4).
+    pub nat_forwarding: bool,
+    /// `ENABLE_IPT_LOCAL_NAT`: NAT access to this host's own ports (types 5, 6).
+    pub nat_local: bool,
 }
 
 /// `FIREWALL_TYPE`.
@@ -138,7 +142,10 @@ const NO_EFFECT: &[(&str, &str)] = &[
         "posternd keeps running and logs capture errors",
     ),
     ("ENABLE_RULE_PREPEND", "nftables sets have no rule order"),
-    ("ENABLE_NAT_DNS", "NAT is not implemented"),
+    (
+        "ENABLE_NAT_DNS",
+        "posternd does not resolve host names in NAT requests: a NAT request naming a host is refused",
+    ),
     ("GPG_HOME_DIR", "GnuPG is not implemented"),
     ("GPG_EXE", "GnuPG is not implemented"),
     ("SUDO_EXE", "sudo execution is not implemented"),
@@ -163,9 +170,7 @@ const REFUSED_WHEN_ON: &[(&str, &str)] = &[
     ("ENABLE_X_FORWARDED_FOR", "SPA over HTTP is not implemented in posternd yet"),
     ("ENABLE_TCP_SERVER", "the TCP server is not implemented in posternd yet"),
     ("ENABLE_NFQ_CAPTURE", "NFQUEUE capture is not implemented; posternd's AF_PACKET capture sees dropped packets without it"),
-    ("ENABLE_IPT_FORWARDING", "NAT access is not implemented in posternd yet"),
-    ("ENABLE_IPT_LOCAL_NAT", "NAT access is not implemented in posternd yet"),
-    ("ENABLE_IPT_SNAT", "NAT access is not implemented in posternd yet"),
+    ("ENABLE_IPT_SNAT", "SNAT for NAT access is not implemented in posternd yet"),
     ("ENABLE_IPT_OUTPUT", "OUTPUT rules are not implemented in posternd yet"),
     ("ENABLE_DESTINATION_RULE", "destination-specific grants are not implemented in posternd yet"),
     ("ENABLE_FIREWD_FORWARDING", "firewalld is not implemented in posternd yet"),
@@ -251,6 +256,8 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
         firewall_type: None,
         nft_set: false,
         ipt: postern_fw::iptables::IptConfig::default(),
+        nat_forwarding: false,
+        nat_local: false,
     };
     let mut fleet = FleetDraft::default();
     let mut set: HashMap<&'static str, String> = HashMap::new();
@@ -337,6 +344,8 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
                 });
                 continue;
             }
+            "ENABLE_IPT_FORWARDING" | "ENABLE_NFT_FORWARDING" => c.nat_forwarding = boolean(file, &l)?,
+            "ENABLE_IPT_LOCAL_NAT" | "ENABLE_NFT_LOCAL_NAT" => c.nat_local = boolean(file, &l)?,
             "IPT_INPUT_ACCESS" => {
                 c.ipt.input = postern_fw::iptables::Access::parse(&l.value)
                     .map_err(|e| err(file, &l, e))?;

@@ -20,6 +20,7 @@ pub fn grants(d: &GrantDecision) -> Vec<Grant> {
             proto: p.proto,
             port: p.port,
             timeout: Duration::from_secs(d.timeout),
+            nat: d.nat,
         })
         .collect()
 }

@@ -25,6 +25,10 @@ pub struct Clock {
     /// Refuse packets stamped before this (set for one age window after a start whose
     /// replay store was missing or damaged).
     pub not_before: Option<u64>,
+    /// `ENABLE_IPT_FORWARDING`: NAT access to hosts behind this gateway.
+    pub nat_forwarding: bool,
+    /// `ENABLE_IPT_LOCAL_NAT`: NAT access to this host's own ports.
+    pub nat_local: bool,
 }
 
 /// Why a packet opened nothing.
@@ -49,8 +53,9 @@ pub enum Reason {
     SourceAddressRequired,
     /// Username differs from REQUIRE_USERNAME.
     Username,
-    /// NAT access requested (not implemented).
-    NatUnsupported,
+    /// NAT access requested, but not enabled on this server for its kind
+    /// (ENABLE_IPT_FORWARDING / ENABLE_IPT_LOCAL_NAT), or naming a host name.
+    NatRefused(&'static str),
     /// Command message to a stanza without ENABLE_CMD_EXEC.
     CommandNotEnabled,
     /// A requested port is in RESTRICT_PORTS.
@@ -76,7 +81,7 @@ impl Reason {
             Reason::BeforeStart => "before_start",
             Reason::SourceAddressRequired => "require_source_address",
             Reason::Username => "username",
-            Reason::NatUnsupported => "nat",
+            Reason::NatRefused(_) => "nat",
             Reason::CommandNotEnabled => "command_not_enabled",
             Reason::PortRestricted(_) => "port_restricted",
             Reason::PortNotOpen(_) => "port_not_open",
@@ -113,7 +118,7 @@ impl fmt::Display for Reason {
                 f.write_str("allow address 0.0.0.0 refused (REQUIRE_SOURCE_ADDRESS)")
             }
             Reason::Username => f.write_str("username not allowed (REQUIRE_USERNAME)"),
-            Reason::NatUnsupported => f.write_str("NAT access is not implemented"),
+            Reason::NatRefused(why) => write!(f, "NAT access refused: {why}"),
             Reason::CommandNotEnabled => {
                 f.write_str("command messages not allowed (ENABLE_CMD_EXEC)")
             }
@@ -133,6 +138,8 @@ pub struct GrantDecision {
     pub ports: Vec<PortSpec>,
     /// Seconds.
     pub timeout: u64,
+    /// NAT access: the first (only) port is translated there.
+    pub nat: Option<postern_fw::Nat>,
 }
 
 /// Run a command (ENABLE_CMD_EXEC).
@@ -289,9 +296,43 @@ fn check_stanza(
             return Err(fail(Reason::Username));
         }
     }
-    if m.message_type.has_nat() {
-        return Err(fail(Reason::NatUnsupported));
-    }
+    let nat = if m.message_type.has_nat() || s.force_nat.is_some() {
+        let local = matches!(
+            m.message_type,
+            MessageType::LocalNatAccess | MessageType::ClientTimeoutLocalNatAccess
+        ) || (s.force_nat.is_some() && !clock.nat_forwarding);
+        if local && !clock.nat_local {
+            return Err(fail(Reason::NatRefused(
+                "local NAT is not enabled (ENABLE_IPT_LOCAL_NAT)",
+            )));
+        }
+        if !local && !clock.nat_forwarding {
+            return Err(fail(Reason::NatRefused(
+                "forwarding is not enabled (ENABLE_IPT_FORWARDING)",
+            )));
+        }
+        let (to, to_port) = match s.force_nat {
+            Some(f) => f,
+            None => {
+                let t = m
+                    .nat()
+                    .map_err(|e| fail(Reason::Crypto(e)))?
+                    .ok_or_else(|| fail(Reason::NatRefused("no NAT target")))?;
+                let ip: IpAddr = t.host.parse().map_err(|_| {
+                    fail(Reason::NatRefused(
+                        "host names are not resolved; send an address",
+                    ))
+                })?;
+                (ip, t.port)
+            }
+        };
+        if !grantable(to) || to.is_ipv6() != allow.is_ipv6() {
+            return Err(fail(Reason::NatRefused("unusable NAT address")));
+        }
+        Some(postern_fw::Nat { to, to_port, local })
+    } else {
+        None
+    };
     let timeout_for = |cap: u64, default: u64| {
         if m.client_timeout > 0 {
             u64::from(m.client_timeout).min(cap)
@@ -336,11 +377,18 @@ fn check_stanza(
         }
     }
     let timeout = timeout_for(s.max_fw_timeout, s.fw_access_timeout);
+    // NAT translates the first requested port only, as fwknopd does.
+    let ports = if nat.is_some() {
+        ports.into_iter().take(1).collect()
+    } else {
+        ports
+    };
     Ok((
         Verdict::Grant(GrantDecision {
             allow,
             ports,
             timeout,
+            nat,
         }),
         m.username,
     ))

@@ -11,6 +11,7 @@ mod fleet;
 mod hostile;
 mod lab;
 mod layouts;
+mod nat;
 mod offline;
 mod privsep;
 mod systemd;
