@@ -72,7 +72,17 @@ impl Access {
                 "'{s}' is not 'target, table, from_chain, jump_position, to_chain, rule_position' (six fields, e.g. 'ACCEPT, filter, INPUT, 1, FWKNOP_INPUT, 1')"
             ));
         };
-        if !["ACCEPT", "DROP", "REJECT", "RETURN"].contains(target) {
+        if ![
+            "ACCEPT",
+            "DROP",
+            "REJECT",
+            "RETURN",
+            "DNAT",
+            "SNAT",
+            "MASQUERADE",
+        ]
+        .contains(target)
+        {
             return Err(format!("'{target}' is not an iptables target (ACCEPT)"));
         }
         if !["filter", "nat", "mangle", "raw"].contains(table) {

@@ -758,15 +758,28 @@ mod tests {
         assert!(p("NFT_TABLE inet a$b\n").is_err());
         assert!(p("DIGEST_FILE $NOPE/x\n").is_err());
         assert!(p("NFT_CHAIN input\nNFT_DEFAULT_DROP Y\n").is_err());
-        assert!(p("FIREWALL_TYPE iptables\n")
-            .unwrap_err()
-            .to_string()
-            .contains("not implemented"));
+        assert!(p("FIREWALL_TYPE iptables\n").is_ok());
+        assert!(p("FIREWALL_TYPE ipchains\n").is_err());
+        assert_eq!(
+            p("\nIPT_INPUT_ACCESS ACCEPT, filter, INPUT, 1, FWKNOP_INPUT\n")
+                .unwrap_err()
+                .to_string()
+                .split(": '")
+                .next()
+                .unwrap(),
+            "/etc/postern/fwknopd.conf:2: IPT_INPUT_ACCESS"
+        );
+        assert!(p("IPT_FORWARD_ACCESS ACCEPT, filter, FORWARD\n").is_err());
+        assert!(
+            p("FLEET_KEY_BASE64 QUJD\n").is_err(),
+            "a fleet key without a URL"
+        );
     }
 
     #[test]
     fn no_effect_directives_are_noted() {
-        let (_, notes) = p("PCAP_LOOP_SLEEP 100000\nIPT_INPUT_ACCESS ACCEPT, filter, INPUT, 1, FWKNOP_INPUT, 1\nFIREWD_INPUT_ACCESS x\n").unwrap();
+        let (c, notes) = p("PCAP_LOOP_SLEEP 100000\nIPT_INPUT_ACCESS ACCEPT, filter, INPUT, 2, FWKNOP_INPUT, 1\nFIREWD_INPUT_ACCESS x\nIPT_DNAT_ACCESS DNAT, nat, PREROUTING, 1, FWKNOP_PREROUTING, 1\n").unwrap();
+        assert_eq!(c.ipt.input.jump_position, 2);
         assert_eq!(notes.len(), 3);
         assert_eq!(notes[0].to_string(), "/etc/postern/fwknopd.conf:1: PCAP_LOOP_SLEEP has no effect: posternd has no pcap polling loop");
     }
