@@ -613,13 +613,75 @@ impl Daemon {
             .apply(grants)
             .or_else(|first| match self.fw.setup(false) {
                 Ok(()) => {
+                    let owed = self.reconcile(Now::read());
                     log::warn(&format!(
-                        "firewall change refused ({first}); base reinstalled"
+                        "firewall change refused ({first}); base reinstalled, {owed} open grant(s) put back"
                     ));
                     self.fw.apply(grants)
                 }
                 Err(_) => Err(first),
             })
+    }
+
+    /// Make the kernel hold what is owed (after its base was reinstalled: a flushed
+    /// ruleset, a deleted table): every grant the ledger says is still open is added
+    /// again for what is left of it. The number put back.
+    pub fn reconcile(&mut self, now: Now) -> usize {
+        if self.test_mode {
+            return 0;
+        }
+        let owed: Vec<postern_fw::Grant> = self
+            .ledger
+            .active(now.mono)
+            .into_iter()
+            .map(|((source, proto, port), e)| postern_fw::Grant {
+                source,
+                proto,
+                port,
+                timeout: Duration::from_secs(e.expires.saturating_sub(now.mono).max(1)),
+                nat: e.nat,
+            })
+            .collect();
+        if owed.is_empty() {
+            return 0;
+        }
+        match self.fw.apply(&owed) {
+            Ok(()) => owed.len(),
+            Err(e) => {
+                self.counters.firewall_errors += 1;
+                log::error(&format!(
+                    "cannot put back {} open grant(s): {e}",
+                    owed.len()
+                ));
+                0
+            }
+        }
+    }
+
+    /// At start without FLUSH_IPT_AT_INIT: what the kernel already holds (left by a
+    /// previous run) joins the ledger, so status and refreshes know it.
+    pub fn adopt(&mut self, now: Now) -> usize {
+        if self.test_mode {
+            return 0;
+        }
+        match self.fw.list() {
+            Ok(held) => {
+                for h in &held {
+                    self.ledger.record(
+                        (h.source, h.proto, h.port),
+                        "(kept from a previous run)",
+                        now.mono + h.left.as_secs(),
+                        None,
+                        None,
+                    );
+                }
+                held.len()
+            }
+            Err(e) => {
+                log::warn(&format!("cannot read what the firewall holds: {e}"));
+                0
+            }
+        }
     }
 
     /// Book-keeping and the log line once the firewall answered.
@@ -643,6 +705,7 @@ impl Daemon {
                         stanza,
                         now.mono + gr.timeout.as_secs(),
                         origin,
+                        gr.nat,
                     );
                 }
                 self.counters.grants += grants.len() as u64;

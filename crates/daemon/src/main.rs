@@ -268,7 +268,18 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
     }
     if let Err(e) = daemon.setup_firewall() {
         let _ = std::fs::remove_file(&socket);
+        if let postern_fw::Error::Unavailable(_) = e {
+            bail!("{e}; not started, firewall unchanged");
+        }
         bail!("cannot install the firewall base: {e}");
+    }
+    if !daemon.config.server.flush_at_init {
+        let kept = daemon.adopt(Now::read());
+        if kept > 0 {
+            log::info(&format!(
+                "{kept} opening(s) from a previous run kept until they expire (FLUSH_IPT_AT_INIT N)"
+            ));
+        }
     }
     if let Some(dir) = pid_file.parent() {
         let _ = std::fs::create_dir_all(dir);

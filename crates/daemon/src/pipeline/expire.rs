@@ -21,6 +21,8 @@ pub struct Entry {
     pub expires: u64,
     /// The gateway that opened it, for a fleet grant applied here.
     pub origin: Option<String>,
+    /// Its NAT translation, if any (to re-add it as it was).
+    pub nat: Option<postern_fw::Nat>,
 }
 
 /// A command-cycle close, with everything it needs resolved when the cycle opened:
@@ -58,6 +60,7 @@ impl Ledger {
         stanza: &str,
         expires: u64,
         origin: Option<&str>,
+        nat: Option<postern_fw::Nat>,
     ) {
         self.grants.insert(
             key,
@@ -65,6 +68,7 @@ impl Ledger {
                 stanza: stanza.to_owned(),
                 expires,
                 origin: origin.map(str::to_owned),
+                nat,
             },
         );
     }
@@ -105,7 +109,7 @@ mod tests {
         let mut l = Ledger::default();
         let k = ("198.18.1.2".parse().unwrap(), Protocol::Tcp, 22);
         assert_eq!(l.effective_timeout(k, 30, 100), 30);
-        l.record(k, "a:1", 400, None);
+        l.record(k, "a:1", 400, None, None);
         assert_eq!(l.effective_timeout(k, 30, 100), 300);
         assert_eq!(l.effective_timeout(k, 500, 100), 500);
         assert_eq!(l.active(399).len(), 1);

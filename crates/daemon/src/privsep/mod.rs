@@ -130,8 +130,17 @@ const WORKER_SYSCALLS: &[i64] = &[
     libc::SYS_exit_group,
 ];
 
-/// Install the worker's seccomp allow-list on every thread of the process (TSYNC).
-/// Call once every thread has started.
+/// System calls that fail with `EACCES` instead of killing the worker: the C library
+/// may open files on its own (glibc's malloc reads `/sys/devices/system/cpu/online`
+/// when it creates an arena under contention; the worker also runs with
+/// `MALLOC_ARENA_MAX=1`). Landlock would refuse them anyway; here they are refused
+/// whatever the kernel has.
+const WORKER_REFUSED: &[i64] = &[libc::SYS_open, libc::SYS_openat];
+
+/// Install the worker's seccomp filters on every thread of the process (TSYNC): file
+/// opens fail with `EACCES`, anything else outside [`WORKER_SYSCALLS`] kills the process.
+/// Call once every thread has started. (Stacked filters: the stricter answer wins, so
+/// the opens, allowed by the second filter, get the first one's `EACCES`.)
 pub fn restrict_syscalls() -> Result<Sandbox, String> {
     use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
     let arch: TargetArch = std::env::consts::ARCH.try_into().map_err(|_| {
@@ -140,15 +149,25 @@ pub fn restrict_syscalls() -> Result<Sandbox, String> {
             std::env::consts::ARCH
         )
     })?;
-    let rules = WORKER_SYSCALLS.iter().map(|n| (*n, Vec::new())).collect();
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::KillProcess,
+    let build = |calls: &[i64], mismatch, matched| -> Result<BpfProgram, String> {
+        let rules = calls.iter().map(|n| (*n, Vec::new())).collect();
+        SeccompFilter::new(rules, mismatch, matched, arch)
+            .map_err(|e| format!("seccomp: {e}"))?
+            .try_into()
+            .map_err(|e| format!("seccomp: {e}"))
+    };
+    let refuse = build(
+        WORKER_REFUSED,
         SeccompAction::Allow,
-        arch,
-    )
-    .map_err(|e| format!("seccomp: {e}"))?;
-    let program: BpfProgram = filter.try_into().map_err(|e| format!("seccomp: {e}"))?;
-    seccompiler::apply_filter_all_threads(&program).map_err(|e| format!("seccomp: {e}"))?;
+        SeccompAction::Errno(libc::EACCES as u32),
+    )?;
+    let allowed: Vec<i64> = WORKER_SYSCALLS
+        .iter()
+        .chain(WORKER_REFUSED)
+        .copied()
+        .collect();
+    let allow = build(&allowed, SeccompAction::KillProcess, SeccompAction::Allow)?;
+    seccompiler::apply_filter_all_threads(&refuse).map_err(|e| format!("seccomp: {e}"))?;
+    seccompiler::apply_filter_all_threads(&allow).map_err(|e| format!("seccomp: {e}"))?;
     Ok(Sandbox::Enforced)
 }

@@ -91,6 +91,9 @@ pub fn spawn(
     let mut child = Command::new(exe)
         .args(&args)
         .arg("--worker")
+        // One malloc arena: less memory, and no arena creation (which reads files)
+        // under contention between the reader threads.
+        .env("MALLOC_ARENA_MAX", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

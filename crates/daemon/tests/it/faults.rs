@@ -475,3 +475,76 @@ fn netlink_grants_expire_in_the_kernel_and_survive_a_deleted_table() {
     assert_eq!(lab.status()["firewall_errors"], 0);
     lab.stop();
 }
+
+/// A burst of valid knocks (the worker's reader threads and allocator under
+/// contention): the worker survives its own sandbox, and every knock is granted.
+#[test]
+fn a_burst_of_valid_knocks_neither_kills_the_worker_nor_loses_one() {
+    if !ready("a_burst_of_valid_knocks_neither_kills_the_worker_nor_loses_one") {
+        return;
+    }
+    use postern_proto::{
+        encode, DigestType, EncryptionMode, HmacKey, Key, Keys, MessageType, RandomValue,
+        SpaMessage,
+    };
+    let mut lab = Lab::new(&[22]);
+    lab.configure(
+        "NFT_DEFAULT_DROP Y\nMAX_SPA_PACKET_AGE 600\n",
+        "SOURCE ANY\nKEY enc-1\nHMAC_KEY hmac-1\nFW_ACCESS_TIMEOUT 60\n",
+    );
+    lab.start(&[]);
+    std::thread::sleep(Duration::from_secs(1));
+    let keys = Keys::new(
+        Key::from_passphrase("enc-1"),
+        EncryptionMode::Cbc,
+        Some(HmacKey {
+            key: Key::from_passphrase("hmac-1"),
+            digest: DigestType::Sha256,
+        }),
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    const N: u32 = 2000;
+    let packets: Vec<String> = (0..N)
+        .map(|i| {
+            let m = SpaMessage {
+                random_value: RandomValue::from_digits(&format!("{:016}", 10_000 + i)).unwrap(),
+                username: "burst".into(),
+                timestamp: now + 1,
+                version: "3.0.0".into(),
+                message_type: MessageType::Access,
+                message: format!("{C1},tcp/{}", 10_000 + i),
+                nat_access: None,
+                server_auth: None,
+                client_timeout: 0,
+            };
+            let salt = (i as u64).to_le_bytes();
+            encode(&m, &keys, DigestType::Sha256, salt).unwrap()
+        })
+        .collect();
+    let file = lab.path("burst.txt");
+    std::fs::write(&file, packets.join("\n")).unwrap();
+    let script = "import socket,sys\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor p in open(sys.argv[2]).read().split():\n s.sendto(p.encode(), (sys.argv[1], 62201))\n";
+    let mut c = lab.c1.cmd("python3");
+    c.args(["-c", script, SRV]).arg(&file);
+    postern_testkit::sh(&mut c);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut st = lab.status();
+    while st["grants"].as_u64().unwrap_or(0) < u64::from(N) && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        st = lab.status();
+    }
+    assert_eq!(
+        st["parts"][1]["restarts"],
+        0,
+        "the worker died\n{}",
+        lab.log()
+    );
+    assert!(!lab.log().contains("SIGSYS"), "{}", lab.log());
+    assert_eq!(st["grants"], u64::from(N), "{st}");
+    lab.stop();
+}
