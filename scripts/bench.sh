@@ -3,6 +3,8 @@
 # bench/RESULTS.md (see bench/README.md). Run as root on an otherwise idle machine.
 #   sudo ./scripts/bench.sh                 # 3 runs of everything (about 25 minutes)
 #   sudo ./scripts/bench.sh --runs 1        # a quick look
+#   sudo ./scripts/bench.sh --runs 1 --servers fwknopd-pcap-fast,posternd-afpacket \
+#        --out /tmp/fast.md                 # posternd against fwknopd at its fastest
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/deps.sh
