@@ -32,7 +32,7 @@ _postern() {
 
     case "${cmd}" in
         postern)
-            opts="-A -a -s -R -D -p -P -S -r -f -C -N -U -n -k -K -m -M -G -T -B -b -l -E -u -v -h -V --access --allow-ip --source-ip --resolve-ip-https --resolve-url --resolve-http-only --destination --server-port --server-proto --source-port --rand-port --fw-timeout --server-cmd --nat-access --nat-local --nat-port --nat-rand-port --spoof-user --time-offset-plus --time-offset-minus --named-config --rc-file --no-rc-file --save-rc-stanza --force-stanza --stanza-list --key-gen --key-gen-file --key-len --hmac-key-len --key-rijndael --key-base64-rijndael --key-hmac --key-base64-hmac --use-hmac --hmac-digest-type --digest-type --encryption-mode --get-key --get-hmac-key --stdin --test --save-packet --save-packet-append --last-cmd --show-last --no-save-args --save-args-file --user-agent --server-resolve-ipv4 --verbose --help --version decode keygen generate"
+            opts="-A -a -s -R -D -p -P -H -Q -S -r -f -C -N -U -n -k -K -m -M -G -T -B -b -l -E -u -v -h -V --access --allow-ip --source-ip --resolve-ip-https --resolve-url --resolve-http-only --destination --server-port --server-proto --http-proxy --icmp-type --icmp-code --spoof-source --source-port --rand-port --fw-timeout --server-cmd --nat-access --nat-local --nat-port --nat-rand-port --spoof-user --time-offset-plus --time-offset-minus --named-config --rc-file --no-rc-file --save-rc-stanza --force-stanza --stanza-list --key-gen --key-gen-file --key-len --hmac-key-len --key-rijndael --key-base64-rijndael --key-hmac --key-base64-hmac --use-hmac --hmac-digest-type --digest-type --encryption-mode --get-key --get-hmac-key --stdin --fd --test --save-packet --save-packet-append --last-cmd --show-last --no-save-args --save-args-file --user-agent --server-resolve-ipv4 --verbose --help --version decode keygen generate"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -79,6 +79,30 @@ _postern() {
                     return 0
                     ;;
                 -P)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-proxy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --icmp-type)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --icmp-code)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --spoof-source)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -Q)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -207,6 +231,10 @@ _postern() {
                     return 0
                     ;;
                 --get-hmac-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fd)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_postern_global_optspecs
-    string join \n A/access= a/allow-ip= s/source-ip R/resolve-ip-https resolve-url= resolve-http-only D/destination= p/server-port= P/server-proto= S/source-port= r/rand-port f/fw-timeout= C/server-cmd= N/nat-access= nat-local nat-port= nat-rand-port U/spoof-user= time-offset-plus= time-offset-minus= n/named-config= rc-file= no-rc-file save-rc-stanza force-stanza stanza-list k/key-gen K/key-gen-file= key-len= hmac-key-len= key-rijndael= key-base64-rijndael= key-hmac= key-base64-hmac= use-hmac hmac-digest-type= m/digest-type= M/encryption-mode= G/get-key= get-hmac-key= stdin T/test B/save-packet= b/save-packet-append l/last-cmd show-last no-save-args E/save-args-file= u/user-agent= server-resolve-ipv4 v/verbose h/help V/version
+    string join \n A/access= a/allow-ip= s/source-ip R/resolve-ip-https resolve-url= resolve-http-only D/destination= p/server-port= P/server-proto= H/http-proxy= icmp-type= icmp-code= Q/spoof-source= S/source-port= r/rand-port f/fw-timeout= C/server-cmd= N/nat-access= nat-local nat-port= nat-rand-port U/spoof-user= time-offset-plus= time-offset-minus= n/named-config= rc-file= no-rc-file save-rc-stanza force-stanza stanza-list k/key-gen K/key-gen-file= key-len= hmac-key-len= key-rijndael= key-base64-rijndael= key-hmac= key-base64-hmac= use-hmac hmac-digest-type= m/digest-type= M/encryption-mode= G/get-key= get-hmac-key= stdin fd= T/test B/save-packet= b/save-packet-append l/last-cmd show-last no-save-args E/save-args-file= u/user-agent= server-resolve-ipv4 v/verbose h/help V/version
 end
 
 function __fish_postern_needs_command
@@ -28,8 +28,12 @@ complete -c postern -n "__fish_postern_needs_command" -s A -l access -d 'Ports t
 complete -c postern -n "__fish_postern_needs_command" -s a -l allow-ip -d 'Address to open access for (IPv4; IPv6 only with postern\'s daemon)' -r
 complete -c postern -n "__fish_postern_needs_command" -l resolve-url -d 'URL that answers with your public address (for -R)' -r
 complete -c postern -n "__fish_postern_needs_command" -s D -l destination -d 'SPA server: host name, IPv4 or IPv6 address' -r
-complete -c postern -n "__fish_postern_needs_command" -s p -l server-port -d 'Destination port of the SPA packet (default 62201; 80 with -P http)' -r
-complete -c postern -n "__fish_postern_needs_command" -s P -l server-proto -d 'Transport: udp (default), tcp or http' -r
+complete -c postern -n "__fish_postern_needs_command" -s p -l server-port -d 'Destination port of the SPA packet (default 62201, for every -P)' -r
+complete -c postern -n "__fish_postern_needs_command" -s P -l server-proto -d 'Transport: udp (default), tcp, http; udpraw, tcpraw or icmp (raw sockets, root)' -r
+complete -c postern -n "__fish_postern_needs_command" -s H -l http-proxy -d 'Send the packet through this HTTP proxy: HOST[:PORT] (implies -P http)' -r
+complete -c postern -n "__fish_postern_needs_command" -l icmp-type -d 'ICMP type for -P icmp (default 0, echo reply)' -r
+complete -c postern -n "__fish_postern_needs_command" -l icmp-code -d 'ICMP code for -P icmp (default 0)' -r
+complete -c postern -n "__fish_postern_needs_command" -s Q -l spoof-source -d 'Source address of the packet (raw transports only; needs root)' -r
 complete -c postern -n "__fish_postern_needs_command" -s S -l source-port -d 'Source port of the SPA packet' -r
 complete -c postern -n "__fish_postern_needs_command" -s f -l fw-timeout -d 'Ask the server to keep access open this many seconds' -r
 complete -c postern -n "__fish_postern_needs_command" -s C -l server-cmd -d 'Ask the server to run this command instead of opening ports' -r
@@ -52,6 +56,7 @@ complete -c postern -n "__fish_postern_needs_command" -s m -l digest-type -d 'SP
 complete -c postern -n "__fish_postern_needs_command" -s M -l encryption-mode -d 'Encryption mode: cbc (default), ecb, cfb, ofb, ctr, legacy' -r
 complete -c postern -n "__fish_postern_needs_command" -s G -l get-key -d 'Read the encryption key from a file of `<server>: <key>` lines' -r -F
 complete -c postern -n "__fish_postern_needs_command" -l get-hmac-key -d 'Read the HMAC key from a file of `<server>: <key>` lines' -r -F
+complete -c postern -n "__fish_postern_needs_command" -l fd -d 'Read the keys that are not configured from this file descriptor' -r
 complete -c postern -n "__fish_postern_needs_command" -s B -l save-packet -d 'Save the packet to this file' -r -F
 complete -c postern -n "__fish_postern_needs_command" -s E -l save-args-file -d 'File the last run\'s arguments are kept in (default ~/.fwknop.run)' -r -F
 complete -c postern -n "__fish_postern_needs_command" -s u -l user-agent -d 'HTTP User-Agent for -P http and -R' -r
@@ -62,12 +67,12 @@ complete -c postern -n "__fish_postern_needs_command" -s r -l rand-port -d 'Send
 complete -c postern -n "__fish_postern_needs_command" -l nat-local -d 'Reach a service on the server itself through a forwarded port'
 complete -c postern -n "__fish_postern_needs_command" -l nat-rand-port -d 'Pick a random port to forward'
 complete -c postern -n "__fish_postern_needs_command" -l no-rc-file -d 'Do not read the rc file'
-complete -c postern -n "__fish_postern_needs_command" -l save-rc-stanza -d 'Save the options given on the command line into the -n stanza of the rc file'
-complete -c postern -n "__fish_postern_needs_command" -l force-stanza -d 'With --save-rc-stanza, overwrite keys without asking'
+complete -c postern -n "__fish_postern_needs_command" -l save-rc-stanza -d 'Save the options given on the command line as the -n stanza of the rc file (the -D server\'s stanza without -n), replacing what it held, as fwknop does'
+complete -c postern -n "__fish_postern_needs_command" -l force-stanza -d 'With --save-rc-stanza, replace keys without asking'
 complete -c postern -n "__fish_postern_needs_command" -l stanza-list -d 'List the stanzas of the rc file'
 complete -c postern -n "__fish_postern_needs_command" -s k -l key-gen -d 'Generate a Rijndael key and an HMAC key and print them'
 complete -c postern -n "__fish_postern_needs_command" -l use-hmac -d 'Require an HMAC (prompt for its key if none is configured)'
-complete -c postern -n "__fish_postern_needs_command" -l stdin -d 'Read the encryption key (and then the HMAC key) from standard input'
+complete -c postern -n "__fish_postern_needs_command" -l stdin -d 'Read the keys that are not configured from standard input (same as --fd 0)'
 complete -c postern -n "__fish_postern_needs_command" -s T -l test -d 'Build and print the packet without sending it'
 complete -c postern -n "__fish_postern_needs_command" -s b -l save-packet-append -d 'Append to the -B file instead of overwriting it'
 complete -c postern -n "__fish_postern_needs_command" -s l -l last-cmd -d 'Run again with the arguments of the last run'

@@ -22,10 +22,16 @@ _postern() {
 '--resolve-url=[URL that answers with your public address (for -R)]:URL:_default' \
 '-D+[SPA server\: host name, IPv4 or IPv6 address]:HOST:_default' \
 '--destination=[SPA server\: host name, IPv4 or IPv6 address]:HOST:_default' \
-'-p+[Destination port of the SPA packet (default 62201; 80 with -P http)]:PORT:_default' \
-'--server-port=[Destination port of the SPA packet (default 62201; 80 with -P http)]:PORT:_default' \
-'-P+[Transport\: udp (default), tcp or http]:PROTO:_default' \
-'--server-proto=[Transport\: udp (default), tcp or http]:PROTO:_default' \
+'-p+[Destination port of the SPA packet (default 62201, for every -P)]:PORT:_default' \
+'--server-port=[Destination port of the SPA packet (default 62201, for every -P)]:PORT:_default' \
+'-P+[Transport\: udp (default), tcp, http; udpraw, tcpraw or icmp (raw sockets, root)]:PROTO:_default' \
+'--server-proto=[Transport\: udp (default), tcp, http; udpraw, tcpraw or icmp (raw sockets, root)]:PROTO:_default' \
+'-H+[Send the packet through this HTTP proxy\: HOST\[\:PORT\] (implies -P http)]:HOST[:PORT]:_default' \
+'--http-proxy=[Send the packet through this HTTP proxy\: HOST\[\:PORT\] (implies -P http)]:HOST[:PORT]:_default' \
+'--icmp-type=[ICMP type for -P icmp (default 0, echo reply)]:TYPE:_default' \
+'--icmp-code=[ICMP code for -P icmp (default 0)]:CODE:_default' \
+'-Q+[Source address of the packet (raw transports only; needs root)]:IP:_default' \
+'--spoof-source=[Source address of the packet (raw transports only; needs root)]:IP:_default' \
 '-S+[Source port of the SPA packet]:PORT:_default' \
 '--source-port=[Source port of the SPA packet]:PORT:_default' \
 '-f+[Ask the server to keep access open this many seconds]:SECONDS:_default' \
@@ -58,6 +64,7 @@ _postern() {
 '-G+[Read the encryption key from a file of \`<server>\: <key>\` lines]:FILE:_files' \
 '--get-key=[Read the encryption key from a file of \`<server>\: <key>\` lines]:FILE:_files' \
 '--get-hmac-key=[Read the HMAC key from a file of \`<server>\: <key>\` lines]:FILE:_files' \
+'--fd=[Read the keys that are not configured from this file descriptor]:N:_default' \
 '-B+[Save the packet to this file]:FILE:_files' \
 '--save-packet=[Save the packet to this file]:FILE:_files' \
 '-E+[File the last run'\''s arguments are kept in (default ~/.fwknop.run)]:FILE:_files' \
@@ -74,13 +81,13 @@ _postern() {
 '--nat-local[Reach a service on the server itself through a forwarded port]' \
 '--nat-rand-port[Pick a random port to forward]' \
 '--no-rc-file[Do not read the rc file]' \
-'--save-rc-stanza[Save the options given on the command line into the -n stanza of the rc file]' \
-'--force-stanza[With --save-rc-stanza, overwrite keys without asking]' \
+'--save-rc-stanza[Save the options given on the command line as the -n stanza of the rc file (the -D server'\''s stanza without -n), replacing what it held, as fwknop does]' \
+'--force-stanza[With --save-rc-stanza, replace keys without asking]' \
 '--stanza-list[List the stanzas of the rc file]' \
 '-k[Generate a Rijndael key and an HMAC key and print them]' \
 '--key-gen[Generate a Rijndael key and an HMAC key and print them]' \
 '--use-hmac[Require an HMAC (prompt for its key if none is configured)]' \
-'--stdin[Read the encryption key (and then the HMAC key) from standard input]' \
+'--stdin[Read the keys that are not configured from standard input (same as --fd 0)]' \
 '-T[Build and print the packet without sending it]' \
 '--test[Build and print the packet without sending it]' \
 '-b[Append to the -B file instead of overwriting it]' \

@@ -47,6 +47,21 @@ pub enum Command {
     },
 }
 
+/// Parse argv (program name first). Also records what clap's derive cannot: whether
+/// `-s` came after `-a`.
+pub fn parse(argv: &[String]) -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = Cli::command().try_get_matches_from(argv)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    let last = |id: &str| matches.indices_of(id).and_then(Iterator::max);
+    cli.knock.source_ip_last = match (last("source_ip"), last("allow_ip")) {
+        (Some(s), Some(a)) => s > a,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    Ok(cli)
+}
+
 /// The man page or a completion script, generated from these definitions.
 pub fn generate(what: &str) -> Vec<u8> {
     use clap::CommandFactory as _;
@@ -91,18 +106,20 @@ pub struct KnockArgs {
     #[arg(short = 'A', long = "access", value_name = "PROTO/PORT,...")]
     pub access: Option<String>,
     /// Address to open access for (IPv4; IPv6 only with postern's daemon).
-    #[arg(short = 'a', long = "allow-ip", value_name = "IP", group = "allow")]
+    #[arg(short = 'a', long = "allow-ip", value_name = "IP")]
     pub allow_ip: Option<String>,
     /// Let the server use the packet's source address (not recommended).
-    #[arg(short = 's', long = "source-ip", group = "allow")]
+    ///
+    /// With -a too, the later of the two wins, as in fwknop.
+    #[arg(short = 's', long = "source-ip")]
     pub source_ip: bool,
+    /// Whether -s came after -a on the command line (set by [`parse`]).
+    #[arg(skip)]
+    pub source_ip_last: bool,
     /// Find your public address over HTTPS (see --resolve-url).
-    #[arg(
-        short = 'R',
-        long = "resolve-ip-https",
-        alias = "resolve-ip-http",
-        group = "allow"
-    )]
+    ///
+    /// An allow address given anywhere (-a, -s, ALLOW_IP) takes precedence, as in fwknop.
+    #[arg(short = 'R', long = "resolve-ip-https", alias = "resolve-ip-http")]
     pub resolve_ip: bool,
     /// URL that answers with your public address (for -R).
     #[arg(long = "resolve-url", value_name = "URL")]
@@ -113,12 +130,29 @@ pub struct KnockArgs {
     /// SPA server: host name, IPv4 or IPv6 address.
     #[arg(short = 'D', long = "destination", value_name = "HOST")]
     pub destination: Option<String>,
-    /// Destination port of the SPA packet (default 62201; 80 with -P http).
+    /// Destination port of the SPA packet (default 62201, for every -P).
     #[arg(short = 'p', long = "server-port", value_name = "PORT")]
     pub server_port: Option<String>,
-    /// Transport: udp (default), tcp or http.
+    /// Transport: udp (default), tcp, http; udpraw, tcpraw or icmp (raw sockets, root).
     #[arg(short = 'P', long = "server-proto", value_name = "PROTO")]
     pub server_proto: Option<String>,
+    /// Send the packet through this HTTP proxy: HOST[:PORT] (implies -P http).
+    #[arg(short = 'H', long = "http-proxy", value_name = "HOST[:PORT]")]
+    pub http_proxy: Option<String>,
+    /// ICMP type for -P icmp (default 0, echo reply).
+    #[arg(long = "icmp-type", value_name = "TYPE")]
+    pub icmp_type: Option<String>,
+    /// ICMP code for -P icmp (default 0).
+    #[arg(long = "icmp-code", value_name = "CODE")]
+    pub icmp_code: Option<String>,
+    /// Source address of the packet (raw transports only; needs root).
+    #[arg(
+        short = 'Q',
+        long = "spoof-source",
+        alias = "spoof-src",
+        value_name = "IP"
+    )]
+    pub spoof_source: Option<String>,
     /// Source port of the SPA packet.
     #[arg(short = 'S', long = "source-port", value_name = "PORT")]
     pub source_port: Option<String>,
@@ -161,10 +195,14 @@ pub struct KnockArgs {
     /// Do not read the rc file.
     #[arg(long = "no-rc-file")]
     pub no_rc_file: bool,
-    /// Save the options given on the command line into the -n stanza of the rc file.
+    /// Save the options given on the command line as the -n stanza of the rc file
+    /// (the -D server's stanza without -n), replacing what it held, as fwknop does.
+    ///
+    /// Keys already in the stanza are asked about, one by one, on standard input. With
+    /// --key-gen the generated keys are saved instead of printed.
     #[arg(long = "save-rc-stanza")]
     pub save_rc_stanza: bool,
-    /// With --save-rc-stanza, overwrite keys without asking.
+    /// With --save-rc-stanza, replace keys without asking.
     #[arg(long = "force-stanza")]
     pub force_stanza: bool,
     /// List the stanzas of the rc file.
@@ -183,16 +221,19 @@ pub struct KnockArgs {
     #[arg(long = "hmac-key-len", value_name = "N")]
     pub hmac_key_len: Option<String>,
     /// Rijndael key (passphrase).
-    #[arg(long = "key-rijndael", value_name = "KEY", group = "enc_key")]
+    ///
+    /// A passphrase is used before a base64 key, and that before a key file, wherever
+    /// each was given (flag or rc file), as in fwknop.
+    #[arg(long = "key-rijndael", value_name = "KEY")]
     pub key_rijndael: Option<String>,
     /// Rijndael key, base64.
-    #[arg(long = "key-base64-rijndael", value_name = "B64", group = "enc_key")]
+    #[arg(long = "key-base64-rijndael", value_name = "B64")]
     pub key_base64_rijndael: Option<String>,
     /// HMAC key (passphrase).
-    #[arg(long = "key-hmac", value_name = "KEY", group = "hmac_key")]
+    #[arg(long = "key-hmac", value_name = "KEY")]
     pub key_hmac: Option<String>,
     /// HMAC key, base64.
-    #[arg(long = "key-base64-hmac", value_name = "B64", group = "hmac_key")]
+    #[arg(long = "key-base64-hmac", value_name = "B64")]
     pub key_base64_hmac: Option<String>,
     /// Require an HMAC (prompt for its key if none is configured).
     #[arg(long = "use-hmac")]
@@ -207,14 +248,20 @@ pub struct KnockArgs {
     #[arg(short = 'M', long = "encryption-mode", value_name = "NAME")]
     pub encryption_mode: Option<String>,
     /// Read the encryption key from a file of `<server>: <key>` lines.
-    #[arg(short = 'G', long = "get-key", value_name = "FILE", group = "enc_key")]
+    #[arg(short = 'G', long = "get-key", value_name = "FILE")]
     pub get_key: Option<PathBuf>,
     /// Read the HMAC key from a file of `<server>: <key>` lines.
-    #[arg(long = "get-hmac-key", value_name = "FILE", group = "hmac_key")]
+    #[arg(long = "get-hmac-key", value_name = "FILE")]
     pub get_hmac_key: Option<PathBuf>,
-    /// Read the encryption key (and then the HMAC key) from standard input.
+    /// Read the keys that are not configured from standard input (same as --fd 0).
+    ///
+    /// One line per key, encryption key first: the bytes up to the newline, as fwknop
+    /// reads them (a carriage return is part of the key; 127 bytes at most).
     #[arg(long = "stdin")]
     pub stdin: bool,
+    /// Read the keys that are not configured from this file descriptor.
+    #[arg(long = "fd", value_name = "N")]
+    pub fd: Option<String>,
     /// Build and print the packet without sending it.
     #[arg(short = 'T', long = "test")]
     pub test: bool,
@@ -222,7 +269,7 @@ pub struct KnockArgs {
     #[arg(short = 'B', long = "save-packet", value_name = "FILE")]
     pub save_packet: Option<PathBuf>,
     /// Append to the -B file instead of overwriting it.
-    #[arg(short = 'b', long = "save-packet-append", requires = "save_packet")]
+    #[arg(short = 'b', long = "save-packet-append")]
     pub save_packet_append: bool,
     /// Run again with the arguments of the last run.
     #[arg(short = 'l', long = "last-cmd")]

@@ -20,12 +20,33 @@ pub fn default_hmac_key_len(d: DigestType) -> usize {
     }
 }
 
-/// Generate and render the two lines.
-pub fn generate(
+/// A generated key pair, base64 with padding as printed.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// `KEY_BASE64`.
+    pub key: Zeroizing<String>,
+    /// `HMAC_KEY_BASE64`.
+    pub hmac: Zeroizing<String>,
+}
+
+impl Generated {
+    /// The two lines fwknop prints (`KEY_BASE64: ...`, `HMAC_KEY_BASE64: ...`).
+    pub fn lines(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!(
+            "KEY_BASE64: {}\nHMAC_KEY_BASE64: {}",
+            self.key.as_str(),
+            self.hmac.as_str()
+        ))
+    }
+}
+
+/// Generate a key pair (an encryption key of `key_len` bytes, default 32, and an HMAC
+/// key of `hmac_key_len` bytes, default by HMAC type), never equal to each other.
+pub fn generate_pair(
     key_len: Option<usize>,
     hmac_key_len: Option<usize>,
     digest: DigestType,
-) -> Result<Zeroizing<String>, Fail> {
+) -> Result<Generated, Fail> {
     let key_len = key_len.unwrap_or(wire::MAX_KEY_LEN);
     if !(1..=wire::MAX_KEY_LEN).contains(&key_len) {
         return Err(Fail(format!("--key-len: {key_len} is out of range (1-32)")));
@@ -45,13 +66,19 @@ pub fn generate(
             break;
         }
     }
-    let key = Key::from_bytes(k.to_vec());
-    let hmac = Key::from_bytes(h.to_vec());
-    Ok(Zeroizing::new(format!(
-        "KEY_BASE64: {}\nHMAC_KEY_BASE64: {}",
-        key.to_base64().as_str(),
-        hmac.to_base64().as_str()
-    )))
+    Ok(Generated {
+        key: Key::from_bytes(k.to_vec()).to_base64(),
+        hmac: Key::from_bytes(h.to_vec()).to_base64(),
+    })
+}
+
+/// Generate and render the two lines.
+pub fn generate(
+    key_len: Option<usize>,
+    hmac_key_len: Option<usize>,
+    digest: DigestType,
+) -> Result<Zeroizing<String>, Fail> {
+    generate_pair(key_len, hmac_key_len, digest).map(|g| g.lines())
 }
 
 /// Write the keys to a new file readable by its owner only.

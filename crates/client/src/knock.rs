@@ -1,7 +1,7 @@
 //! Carry out a [`Plan`]: get the keys, find the allow address, build and seal the
 //! message, then print it (`-T`), save it (`-B`) and send it.
 
-use std::io::BufRead as _;
+use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
@@ -21,8 +21,9 @@ use crate::{resolve, send};
 pub struct RunOptions {
     /// `-T`: do not send.
     pub test: bool,
-    /// `--stdin`: read keys from standard input.
-    pub stdin: bool,
+    /// `--stdin` (fd 0) or `--fd N`: read the keys that are not configured from there
+    /// (the descriptor and the flag, for messages).
+    pub key_fd: Option<(u32, &'static str)>,
     /// `-B`: save the packet here.
     pub save_packet: Option<std::path::PathBuf>,
     /// `-b`: append to the -B file.
@@ -45,21 +46,61 @@ pub fn random_port() -> u16 {
     10000 + u16::from_le_bytes(b) % (65535 - 10000)
 }
 
-struct StdinKeys {
-    lines: Vec<Zeroizing<String>>,
+/// The most bytes of a key read from `--stdin`/`--fd` that fwknop keeps.
+pub const MAX_FD_KEY_LEN: usize = 127;
+
+/// Keys read line by line from `--stdin` or `--fd N`, as fwknop reads them: the bytes
+/// up to the newline (a carriage return is kept), cut at a NUL byte and at 127 bytes.
+struct FdKeys {
+    flag: &'static str,
+    from: String,
+    reader: Box<dyn BufRead>,
+    lines_read: usize,
 }
 
-impl StdinKeys {
-    fn read() -> Result<StdinKeys, Fail> {
-        let mut lines = Vec::new();
-        for line in std::io::stdin().lock().lines().take(2) {
-            let line =
-                line.map_err(|e| Fail(format!("--stdin: cannot read standard input: {e}")))?;
-            lines.push(Zeroizing::new(
-                line.trim_end_matches(['\r', '\n']).to_owned(),
-            ));
+impl FdKeys {
+    fn open(fd: u32, flag: &'static str) -> Result<FdKeys, Fail> {
+        let (reader, from): (Box<dyn BufRead>, String) = if fd == 0 {
+            (Box::new(std::io::stdin().lock()), "standard input".into())
+        } else {
+            // Adopting a raw descriptor needs unsafe; /proc/self/fd/N opens what it refers
+            // to (the same pipe; a file from its start).
+            let f = std::fs::File::open(format!("/proc/self/fd/{fd}"))
+                .map_err(|e| Fail(format!("{flag}: cannot read file descriptor {fd}: {e}")))?;
+            (
+                Box::new(std::io::BufReader::new(f)),
+                format!("file descriptor {fd}"),
+            )
+        };
+        Ok(FdKeys {
+            flag,
+            from,
+            reader,
+            lines_read: 0,
+        })
+    }
+
+    /// The next key line; an empty or missing line is an error naming what was wanted.
+    fn next_key(&mut self, what: &str) -> Result<Key, Fail> {
+        let mut line = Zeroizing::new(Vec::new());
+        self.reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Fail(format!("{}: cannot read {}: {e}", self.flag, self.from)))?;
+        self.lines_read += 1;
+        if line.last() == Some(&b'\n') {
+            line.pop();
         }
-        Ok(StdinKeys { lines })
+        if let Some(nul) = line.iter().position(|&b| b == 0) {
+            line.truncate(nul);
+        }
+        line.truncate(MAX_FD_KEY_LEN);
+        if line.is_empty() {
+            return Err(Fail(format!(
+                "{}: no {what} on line {} of {}",
+                self.flag, self.lines_read, self.from
+            )));
+        }
+        Ok(Key::from_bytes(std::mem::take(&mut *line)))
     }
 }
 
@@ -91,37 +132,19 @@ fn from_key_file(
     ))
 }
 
-fn get_key(
-    src: &KeySource,
-    what: &str,
-    plan: &Plan,
-    stdin: &mut Option<StdinKeys>,
-    index: usize,
-) -> Result<Key, Fail> {
+fn get_key(src: &KeySource, what: &str, plan: &Plan, fd: &mut Option<FdKeys>) -> Result<Key, Fail> {
     match src {
         KeySource::Text(t, _) => Ok(Key::from_passphrase(t)),
-        KeySource::Base64(t, o) => {
-            Key::from_base64(t).map_err(|_| bad(o, "key is not valid base64"))
-        }
+        KeySource::Base64(t, o) => crate::plan::base64_key(t, o),
         KeySource::File(p, o) => from_key_file(p, plan.server.as_deref(), o),
         KeySource::Ask => {
-            if let Some(s) = stdin {
-                return s
-                    .lines
-                    .get(index)
-                    .filter(|l| !l.is_empty())
-                    .map(|l| Key::from_passphrase(l))
-                    .ok_or_else(|| {
-                        Fail(format!(
-                            "--stdin: no {what} on line {} of standard input",
-                            index + 1
-                        ))
-                    });
+            if let Some(f) = fd {
+                return f.next_key(what);
             }
             let prompt = format!("Enter {what}: ");
             let text = Zeroizing::new(rpassword::prompt_password(&prompt).map_err(|e| {
                 Fail(format!(
-                    "no {what} configured and none could be read from the terminal ({e}); give it with a flag, the rc file or --stdin"
+                    "no {what} configured and none could be read from the terminal ({e}); give it with a flag, the rc file, --stdin or --fd"
                 ))
             })?);
             if text.is_empty() {
@@ -133,17 +156,17 @@ fn get_key(
 }
 
 fn keys(plan: &Plan, opts: &RunOptions) -> Result<Keys, Fail> {
-    let mut stdin = if opts.stdin {
-        Some(StdinKeys::read()?)
-    } else {
-        None
+    // The descriptor is opened only when a key has to be read from it.
+    let asks = plan.key == KeySource::Ask || plan.hmac_key == Some(KeySource::Ask);
+    let mut fd = match opts.key_fd {
+        Some((n, flag)) if asks => Some(FdKeys::open(n, flag)?),
+        _ => None,
     };
-    let enc = get_key(&plan.key, "encryption key", plan, &mut stdin, 0)?;
-    let hmac_index = usize::from(plan.key == KeySource::Ask);
+    let enc = get_key(&plan.key, "encryption key", plan, &mut fd)?;
     let hmac = plan
         .hmac_key
         .as_ref()
-        .map(|src| get_key(src, "HMAC key", plan, &mut stdin, hmac_index))
+        .map(|src| get_key(src, "HMAC key", plan, &mut fd))
         .transpose()?;
     let key_origin = |src: &KeySource, fallback: &'static str| match src {
         KeySource::Text(_, o) | KeySource::Base64(_, o) | KeySource::File(_, o) => o.to_string(),

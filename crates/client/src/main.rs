@@ -3,24 +3,25 @@
 //!
 //! ```text
 //!  argv ─► cli (clap) ─► rc file [default] ⊕ [-n stanza] ⊕ flags ─► Settings
+//!       ─► (--save-rc-stanza: values checked, stanza written, as fwknop writes it)
 //!       ─► Plan (every value checked, errors name the flag or file:line)
 //!       ─► knock: keys, allow address, SpaMessage ─► postern_proto::seal ─► send
 //! ```
 
 #![forbid(unsafe_code)]
 
-use std::io::{IsTerminal as _, Write as _};
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::Parser as _;
 
 use postern::cli::{Cli, Command, KnockArgs};
-use postern::plan::{Fail, Plan};
+use postern::plan::{CommandLine, Fail, Plan};
 use postern::settings::Settings;
-use postern::{args, decode, keygen, knock, rc, settings};
+use postern::{args, decode, keygen, knock, rc, save};
+use postern_proto::wire;
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
 
 /// Parse argv; clap's own errors are cut to their first line.
 fn parse(argv: &[String]) -> Result<Cli, Fail> {
-    Cli::try_parse_from(argv).map_err(|e| {
+    postern::cli::parse(argv).map_err(|e| {
         if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
             e.exit();
         }
@@ -77,6 +78,14 @@ fn run(argv: &[String]) -> Result<String, Fail> {
     }
 }
 
+fn hmac_digest(name: Option<&str>) -> Result<postern_proto::DigestType, Fail> {
+    Ok(name
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| Fail(format!("--hmac-digest-type: {e}")))?
+        .unwrap_or(postern_proto::DigestType::Sha256))
+}
+
 /// `--key-gen` and `postern keygen`: print the keys, or write them to a 0600 file.
 fn keygen_command(
     key_len: Option<usize>,
@@ -84,12 +93,7 @@ fn keygen_command(
     hmac_digest_type: Option<&str>,
     file: Option<&std::path::Path>,
 ) -> Result<String, Fail> {
-    let digest = hmac_digest_type
-        .map(str::parse)
-        .transpose()
-        .map_err(|e| Fail(format!("--hmac-digest-type: {e}")))?
-        .unwrap_or(postern_proto::DigestType::Sha256);
-    let text = keygen::generate(key_len, hmac_key_len, digest)?;
+    let text = keygen::generate(key_len, hmac_key_len, hmac_digest(hmac_digest_type)?)?;
     match file {
         Some(path) => keygen::write_file(path, &text).map(|()| String::new()),
         None => Ok(text.to_string()),
@@ -103,13 +107,34 @@ fn home() -> Result<PathBuf, Fail> {
         .ok_or_else(|| Fail("HOME is not set: give --rc-file and --save-args-file, or --no-rc-file --no-save-args".into()))
 }
 
-fn number(flag: &str, v: &Option<String>) -> Result<Option<usize>, Fail> {
+/// `--key-len` / `--hmac-key-len`: fwknop checks 1-128 whether or not it generates
+/// keys (and its key generator then allows Rijndael keys of 32 bytes at most).
+fn key_len(flag: &str, v: &Option<String>, max: usize) -> Result<Option<usize>, Fail> {
     v.as_deref()
         .map(|s| {
-            s.parse::<usize>()
-                .map_err(|_| Fail(format!("{flag}: '{s}' is not a number")))
+            let n = s
+                .parse::<usize>()
+                .map_err(|_| Fail(format!("{flag}: '{s}' is not a number")))?;
+            if (1..=wire::MAX_HMAC_KEY_LEN).contains(&n) {
+                Ok(n)
+            } else {
+                Err(Fail(format!("{flag}: {n} is out of range (1-{max})")))
+            }
         })
         .transpose()
+}
+
+/// `--fd N` (or `--stdin`, which is `--fd 0`), with the flag for messages.
+fn key_fd(a: &KnockArgs) -> Result<Option<(u32, &'static str)>, Fail> {
+    match &a.fd {
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|&n| i32::try_from(n).is_ok())
+            .map(|n| Some((n, "--fd")))
+            .ok_or_else(|| Fail(format!("--fd: '{v}' is not a file descriptor number"))),
+        None => Ok(a.stdin.then_some((0, "--stdin"))),
+    }
 }
 
 fn check_permissions(path: &std::path::Path, meta: &std::fs::Metadata) {
@@ -131,112 +156,35 @@ fn check_permissions(path: &std::path::Path, meta: &std::fs::Metadata) {
     }
 }
 
-/// The key variables of a stanza, which --save-rc-stanza asks before replacing.
-const KEY_VARS: [&str; 6] = [
-    "KEY",
-    "KEY_BASE64",
-    "KEY_FILE",
-    "HMAC_KEY",
-    "HMAC_KEY_BASE64",
-    "HMAC_KEY_FILE",
-];
-
-/// What --save-rc-stanza writes: the command-line settings, with keys that the rc
-/// syntax cannot hold (whitespace, `;`, `#`) converted to their base64 form.
-fn stanza_entries(cli: &Settings) -> Vec<(&'static str, String)> {
-    let awkward =
-        |v: &str| v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == ';' || c == '#');
-    cli.iter()
-        .map(|(name, s)| match name {
-            "KEY" | "HMAC_KEY" if awkward(&s.value) => {
-                let b64 = postern_proto::b64::encode_padded(s.value.as_bytes());
-                (
-                    if name == "KEY" {
-                        "KEY_BASE64"
-                    } else {
-                        "HMAC_KEY_BASE64"
-                    },
-                    b64,
-                )
-            }
-            _ => (name, s.value.clone()),
-        })
-        .collect()
+/// Read the rc file; `Ok(None)` if it does not exist.
+fn read_rc(path: &std::path::Path) -> Result<Option<rc::RcFile>, Fail> {
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            check_permissions(path, &meta);
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Fail(format!("cannot read {}: {e}", path.display())))?;
+            let rc = rc::parse(&text, path).map_err(|e| Fail(e.to_string()))?;
+            Ok(Some(rc))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Fail(format!("cannot read {}: {e}", path.display()))),
+    }
 }
 
-fn save_rc_stanza(
-    path: &std::path::Path,
-    name: &str,
-    rc: Option<&rc::RcFile>,
-    cli: &Settings,
-    force: bool,
-) -> Result<(), Fail> {
-    let entries = stanza_entries(cli);
-    if let Some(existing) = rc.and_then(|r| r.stanza(name)) {
-        let replaces_key = entries.iter().any(|(v, _)| KEY_VARS.contains(v))
-            && KEY_VARS.iter().any(|v| existing.settings.get(v).is_some());
-        if replaces_key && !force {
-            if !std::io::stdin().is_terminal() {
-                return Err(Fail(format!(
-                    "--save-rc-stanza: stanza [{name}] in {} already has keys; add --force-stanza to replace them",
-                    path.display()
-                )));
-            }
-            eprint!(
-                "postern: replace the keys of stanza [{name}] in {}? [y/N] ",
-                path.display()
-            );
-            let mut answer = String::new();
-            std::io::stdin()
-                .read_line(&mut answer)
-                .map_err(|e| Fail(e.to_string()))?;
-            if !answer.trim().eq_ignore_ascii_case("y") {
-                return Err(Fail("--save-rc-stanza: not saved".into()));
-            }
-        }
+/// fwknop keeps paths of at most 1023 bytes, and refuses to save arguments whose
+/// lengths (spaces not counted, its program name `fwknop` counted) add up to more than
+/// 1023 bytes.
+const MAX_PATH_LEN: usize = 1023;
+const MAX_ARGS_LEN: usize = 1023 - "fwknop".len();
+
+fn check_args_file(path: &std::path::Path) -> Result<(), Fail> {
+    let len = path.as_os_str().len();
+    if len > MAX_PATH_LEN {
+        return Err(Fail(format!(
+            "-E/--save-args-file: the path is {len} bytes long; at most {MAX_PATH_LEN}"
+        )));
     }
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(Fail(format!(
-                "--save-rc-stanza: cannot read {}: {e}",
-                path.display()
-            )))
-        }
-    };
-    let remove: Vec<&str> = entries
-        .iter()
-        .filter_map(|(v, _)| settings::Var::by_rc_name(v))
-        .flat_map(|v| {
-            settings::VARS
-                .iter()
-                .filter(move |o| o.slot.is_some() && o.slot == v.slot && o.rc_name != v.rc_name)
-        })
-        .map(|o| o.rc_name)
-        .filter(|o| !entries.iter().any(|(e, _)| e == o))
-        .collect();
-    let out = rc::save_stanza(&text, name, &entries, &remove);
-    // Write a sibling file and rename it over the old one: never a half-written rc file.
-    let tmp = path.with_extension("postern-tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(out.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Fail(format!(
-            "--save-rc-stanza: cannot write {}: {e}",
-            path.display()
-        ))
-    })
+    Ok(())
 }
 
 fn knock_command(mut a: KnockArgs, argv: &[String]) -> Result<String, Fail> {
@@ -245,10 +193,12 @@ fn knock_command(mut a: KnockArgs, argv: &[String]) -> Result<String, Fail> {
         None => home()?.join(".fwknop.run"),
     };
     if a.show_last {
+        check_args_file(&args_file)?;
         return args::load(&args_file).map(|v| v.join(" "));
     }
     let mut to_save: Vec<String> = argv.iter().skip(1).cloned().collect();
     if a.last_cmd {
+        check_args_file(&args_file)?;
         let mut saved = args::load(&args_file)?;
         saved.retain(|s| s != "-l" && s != "--last-cmd");
         let extra: Vec<String> = argv
@@ -264,10 +214,14 @@ fn knock_command(mut a: KnockArgs, argv: &[String]) -> Result<String, Fail> {
         a = cli.knock;
         to_save = full[1..].to_vec();
     }
-    if a.key_gen || a.key_gen_file.is_some() {
+    let gen_key_len = key_len("--key-len", &a.key_len, wire::MAX_KEY_LEN)?;
+    let gen_hmac_key_len = key_len("--hmac-key-len", &a.hmac_key_len, wire::MAX_HMAC_KEY_LEN)?;
+    let key_fd = key_fd(&a)?;
+    let key_gen = a.key_gen || a.key_gen_file.is_some();
+    if key_gen && !a.save_rc_stanza {
         return keygen_command(
-            number("--key-len", &a.key_len)?,
-            number("--hmac-key-len", &a.hmac_key_len)?,
+            gen_key_len,
+            gen_hmac_key_len,
             a.hmac_digest_type.as_deref(),
             a.key_gen_file.as_deref(),
         );
@@ -279,66 +233,111 @@ fn knock_command(mut a: KnockArgs, argv: &[String]) -> Result<String, Fail> {
         None => Some(home()?.join(".fwknoprc")),
     };
     let rc = match &rc_path {
-        Some(path) if !a.no_rc_file => match std::fs::metadata(path) {
-            Ok(meta) => {
-                check_permissions(path, &meta);
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| Fail(format!("cannot read {}: {e}", path.display())))?;
-                let rc = rc::parse(&text, path).map_err(|e| Fail(e.to_string()))?;
-                for w in &rc.warnings {
-                    eprintln!("postern: warning: {w}");
-                }
-                Some(rc)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Fail(format!("cannot read {}: {e}", path.display()))),
-        },
+        Some(path) if !a.no_rc_file => read_rc(path)?,
         _ => None,
     };
     if a.stanza_list {
-        return Ok(rc
-            .as_ref()
-            .map(|r| rc::stanza_names(r).join("\n"))
-            .unwrap_or_default());
-    }
-    let cli_settings = Settings::from_args(&a);
-    if a.save_rc_stanza {
-        let name = a.named_config.as_deref().ok_or_else(|| {
-            Fail("--save-rc-stanza needs -n/--named-config NAME: the stanza to save to".into())
-        })?;
         let path = rc_path
             .as_ref()
+            .filter(|_| !a.no_rc_file)
+            .ok_or_else(|| Fail("--stanza-list cannot be used with --no-rc-file".into()))?;
+        let rc = rc.as_ref().ok_or_else(|| {
+            Fail(format!(
+                "--stanza-list: cannot read {}: No such file or directory",
+                path.display()
+            ))
+        })?;
+        return Ok(rc::stanza_list(rc, path));
+    }
+    let section = |name: &str| -> Result<Option<Settings>, Fail> {
+        rc.as_ref()
+            .map(|r| r.section(name))
+            .transpose()
+            .map(Option::flatten)
+            .map_err(|e| Fail(e.to_string()))
+    };
+    let default = section("default")?;
+    let cli_settings = Settings::from_args(&a);
+    let mut merged = default.clone().unwrap_or_default();
+
+    if a.save_rc_stanza {
+        // fwknop's save run uses [default] and the command line; the stanza being
+        // saved is not read.
+        let path = rc_path
+            .as_ref()
+            .filter(|_| !a.no_rc_file)
             .ok_or_else(|| Fail("--save-rc-stanza cannot be used with --no-rc-file".into()))?;
-        save_rc_stanza(path, name, rc.as_ref(), &cli_settings, a.force_stanza)?;
-    }
-    let mut merged = Settings::default();
-    if let Some(rc) = &rc {
-        if let Some(d) = rc.stanza("default") {
-            merged.overlay(&d.settings);
+        let name = save::stanza_name(&a, default.as_ref())?;
+        merged.overlay(&cli_settings);
+        Plan::check_values(&merged)?;
+        let generated = if key_gen {
+            Some(keygen::generate_pair(
+                gen_key_len,
+                gen_hmac_key_len,
+                hmac_digest(a.hmac_digest_type.as_deref())?,
+            )?)
+        } else {
+            None
+        };
+        save::save(
+            path,
+            &name,
+            save::entries(&a, generated.as_ref()),
+            a.force_stanza,
+        )?;
+        if let Some(g) = generated {
+            return match a.key_gen_file.as_deref() {
+                Some(file) => {
+                    keygen::write_file(file, &g.lines())?;
+                    Ok(format!(
+                        "[+] Wrote Rijndael and HMAC keys to: {}",
+                        file.display()
+                    ))
+                }
+                None => Ok(format!(
+                    "[+] Wrote Rijndael and HMAC keys to rc file: {}",
+                    path.display()
+                )),
+            };
         }
-    }
-    if let Some(name) = &a.named_config {
-        match rc.as_ref().and_then(|r| r.stanza(name)) {
-            Some(s) => merged.overlay(&s.settings),
-            None if a.save_rc_stanza => {}
-            None => {
-                let where_ = rc_path
-                    .as_ref()
-                    .map_or("the rc file".into(), |p| p.display().to_string());
-                return Err(Fail(format!(
-                    "-n/--named-config: no stanza [{name}] in {where_}"
-                )));
+    } else {
+        if let Some(name) = &a.named_config {
+            match section(name)? {
+                Some(s) => merged.overlay(&s),
+                None => {
+                    let where_ = rc_path
+                        .as_ref()
+                        .map_or("the rc file".into(), |p| p.display().to_string());
+                    return Err(Fail(format!(
+                        "-n/--named-config: no stanza [{name}] in {where_}"
+                    )));
+                }
             }
         }
+        merged.overlay(&cli_settings);
     }
-    merged.overlay(&cli_settings);
-    let plan = Plan::from_settings(&merged, a.server_cmd.as_deref(), a.test, a.stdin)?;
+    let command_line = CommandLine {
+        server_cmd: a.server_cmd.clone(),
+        test: a.test,
+        keys_from_fd: key_fd.is_some(),
+        http_proxy: a.http_proxy.clone(),
+        icmp_type: a.icmp_type.clone(),
+        icmp_code: a.icmp_code.clone(),
+    };
+    let plan = Plan::from_settings(&merged, &command_line)?;
     if !plan.no_save_args {
+        check_args_file(&args_file)?;
+        let len: usize = to_save.iter().map(String::len).sum();
+        if len > MAX_ARGS_LEN {
+            return Err(Fail(format!(
+                "the arguments are too long for the last-run file ({len} bytes; fwknop saves at most {MAX_ARGS_LEN}): add --no-save-args"
+            )));
+        }
         args::save(&args_file, &to_save)?;
     }
     let opts = knock::RunOptions {
         test: a.test,
-        stdin: a.stdin,
+        key_fd,
         save_packet: a.save_packet.clone(),
         append: a.save_packet_append,
     };

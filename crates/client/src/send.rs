@@ -1,5 +1,6 @@
-//! Sending the packet: one UDP datagram, a TCP connection, or an HTTP GET request.
-//! Nothing is read back: SPA servers never answer.
+//! Sending the packet: one UDP datagram, a TCP connection, an HTTP GET request (directly
+//! or through a `-H` proxy), or a hand-built datagram on a raw socket (`raw`). Nothing
+//! is read back: SPA servers never answer.
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
@@ -63,8 +64,10 @@ fn tcp_connect(remote: SocketAddr, source_port: Option<u16>) -> Result<TcpStream
     Ok(TcpStream::from(sock))
 }
 
-/// The HTTP request fwknop sends: the packet in the path, `+`→`-`, `/`→`_`.
-pub fn http_request(wire: &str, host: &str, user_agent: &str) -> String {
+/// The HTTP request fwknop sends: the packet in the path, `+`→`-`, `/`→`_`. Through a
+/// proxy (`-H`) the path is the absolute URL `http://SERVER/...` and, as fwknop sends
+/// it, `Host:` names the proxy.
+pub fn http_request(wire: &str, server: &str, user_agent: &str, proxy: Option<&str>) -> String {
     let path: String = wire
         .chars()
         .map(|c| match c {
@@ -73,8 +76,12 @@ pub fn http_request(wire: &str, host: &str, user_agent: &str) -> String {
             c => c,
         })
         .collect();
+    let (target, host) = match proxy {
+        Some(p) => (format!("http://{server}/{path}"), p),
+        None => (format!("/{path}"), server),
+    };
     format!(
-        "GET /{path} HTTP/1.0\r\nUser-Agent: {user_agent}\r\nAccept: */*\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {target} HTTP/1.0\r\nUser-Agent: {user_agent}\r\nAccept: */*\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )
 }
 
@@ -84,13 +91,21 @@ pub fn send(plan: &Plan, wire: &str) -> Result<String, Fail> {
         .server
         .as_deref()
         .ok_or_else(|| Fail("-D/--destination is required".into()))?;
-    let port = match (plan.rand_port, plan.port, plan.transport) {
-        (true, _, _) => random_port(),
-        (false, Some(p), _) => p,
-        (false, None, Transport::Http) => 80,
-        (false, None, _) => postern_proto::wire::DEFAULT_PORT,
+    // 62201 for every transport, HTTP included, as fwknop; -H without a port uses it
+    // for the proxy too.
+    let port = match (plan.rand_port, plan.port) {
+        (true, _) => random_port(),
+        (false, Some(p)) => p,
+        (false, None) => postern_proto::wire::DEFAULT_PORT,
     };
-    let remote = server_addr(server, port, plan.server_ipv4_only)?;
+    if plan.transport.is_raw() {
+        return crate::raw::send(plan, server, port, wire);
+    }
+    let remote = match &plan.http_proxy {
+        Some((host, proxy_port)) => server_addr(host, proxy_port.unwrap_or(port), false)
+            .map_err(|e| Fail(e.0.replacen("-D/--destination", "-H/--http-proxy", 1)))?,
+        None => server_addr(server, port, plan.server_ipv4_only)?,
+    };
     match plan.transport {
         Transport::Udp => {
             let local = local_addr(&remote, plan.source_port.unwrap_or(0));
@@ -116,20 +131,19 @@ pub fn send(plan: &Plan, wire: &str) -> Result<String, Fail> {
         }
         Transport::Http => {
             let mut s = tcp_connect(remote, plan.source_port)?;
-            let req = http_request(wire, server, &plan.user_agent);
+            let proxy = plan.http_proxy.as_ref().map(|(h, _)| h.as_str());
+            let req = http_request(wire, server, &plan.user_agent, proxy);
             s.write_all(req.as_bytes())
                 .map_err(|e| Fail(format!("cannot send to {remote}: {e}")))?;
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
+        // Sent above, before an address for a socket was needed.
+        Transport::UdpRaw | Transport::TcpRaw | Transport::Icmp => {}
     }
-    let proto = match plan.transport {
-        Transport::Udp => "udp",
-        Transport::Tcp => "tcp",
-        Transport::Http => "http",
-    };
     Ok(format!(
-        "sent {} bytes over {proto} to {remote}",
-        wire.len()
+        "sent {} bytes over {} to {remote}",
+        wire.len(),
+        plan.transport.name()
     ))
 }
 
@@ -139,9 +153,14 @@ mod tests {
 
     #[test]
     fn http_request_maps_the_alphabet() {
-        let r = http_request("ab+/cd", "srv", "Fwknop/2.6.10");
+        let r = http_request("ab+/cd", "srv", "Fwknop/2.6.10", None);
         assert!(r.starts_with("GET /ab-_cd HTTP/1.0\r\nUser-Agent: Fwknop/2.6.10\r\n"));
         assert!(r.ends_with("Host: srv\r\nConnection: close\r\n\r\n"));
+        let r = http_request("ab+/cd", "srv", "ua", Some("proxy"));
+        assert_eq!(
+            r,
+            "GET http://srv/ab-_cd HTTP/1.0\r\nUser-Agent: ua\r\nAccept: */*\r\nHost: proxy\r\nConnection: close\r\n\r\n"
+        );
     }
 
     #[test]

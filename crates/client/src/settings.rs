@@ -2,9 +2,10 @@
 //! every value remembers where it came from (a flag, or a file and line), so an error
 //! names what the user has to fix.
 //!
-//! Precedence, as in fwknop: `[default]` < `[named]` stanza < command line. Variables
-//! that are alternatives of one another (KEY / KEY_BASE64 / KEY_FILE, ...) share a
-//! slot: setting one at a higher level removes the others.
+//! Precedence, as in fwknop: `[default]` < `[named]` stanza < command line, variable by
+//! variable. Variables that are alternatives of one another are not merged here: the
+//! plan picks among them by kind, as fwknop does (`KEY` before `KEY_BASE64` before
+//! `KEY_FILE`, an allow address before `-R`), whatever level each came from.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,82 +20,90 @@ pub struct Var {
     pub rc_name: &'static str,
     /// The flag that sets it, for messages.
     pub flag: &'static str,
-    /// Alternatives share a slot.
-    pub slot: Option<&'static str>,
+    /// `--save-rc-stanza` asks before replacing it in an existing stanza (keys and
+    /// GnuPG identities), unless `--force-stanza`.
+    pub asked: bool,
 }
 
 const fn var(rc_name: &'static str, flag: &'static str) -> Var {
     Var {
         rc_name,
         flag,
-        slot: None,
+        asked: false,
     }
 }
 
-const fn alt(rc_name: &'static str, flag: &'static str, slot: &'static str) -> Var {
+const fn asked(rc_name: &'static str, flag: &'static str) -> Var {
     Var {
         rc_name,
         flag,
-        slot: Some(slot),
+        asked: true,
     }
 }
 
-/// Every rc variable fwknop 2.6 documents, with its flag.
+/// Every rc variable fwknop 2.6.10 reads, in the order its `--save-rc-stanza` writes
+/// them. Anything else in a stanza that is used is an error, as in fwknop.
 pub const VARS: &[Var] = &[
-    var("SPA_SERVER", "-D/--destination"),
-    var("SPA_SERVER_PORT", "-p/--server-port"),
-    var("SPA_SERVER_PROTO", "-P/--server-proto"),
-    var("SPA_SOURCE_PORT", "-S/--source-port"),
-    var("RAND_PORT", "-r/--rand-port"),
-    alt("ALLOW_IP", "-a/--allow-ip", "allow"),
-    alt("RESOLVE_IP_HTTPS", "-R/--resolve-ip-https", "allow"),
-    alt("RESOLVE_IP_HTTP", "-R/--resolve-ip-https", "allow"),
-    var("ACCESS", "-A/--access"),
-    var("NAT_ACCESS", "-N/--nat-access"),
-    var("NAT_LOCAL", "--nat-local"),
-    var("NAT_PORT", "--nat-port"),
-    var("NAT_RAND_PORT", "--nat-rand-port"),
-    var("FW_TIMEOUT", "-f/--fw-timeout"),
-    var("SPOOF_USER", "-U/--spoof-user"),
-    var("SPOOF_SOURCE_IP", "-Q/--spoof-source"),
-    var("TIME_OFFSET", "--time-offset-plus/--time-offset-minus"),
     var("DIGEST_TYPE", "-m/--digest-type"),
+    var("SPA_SERVER_PROTO", "-P/--server-proto"),
+    var("SPA_SERVER_PORT", "-p/--server-port"),
+    var("SPA_SOURCE_PORT", "-S/--source-port"),
+    var("FW_TIMEOUT", "-f/--fw-timeout"),
+    var("ALLOW_IP", "-a/--allow-ip"),
+    var("TIME_OFFSET", "--time-offset-plus/--time-offset-minus"),
     var("ENCRYPTION_MODE", "-M/--encryption-mode"),
-    alt("KEY", "--key-rijndael", "key"),
-    alt("KEY_BASE64", "--key-base64-rijndael", "key"),
-    alt("KEY_FILE", "-G/--get-key", "key"),
-    alt("HMAC_KEY", "--key-hmac", "hmac_key"),
-    alt("HMAC_KEY_BASE64", "--key-base64-hmac", "hmac_key"),
-    alt("HMAC_KEY_FILE", "--get-hmac-key", "hmac_key"),
-    var("HMAC_DIGEST_TYPE", "--hmac-digest-type"),
-    var("USE_HMAC", "--use-hmac"),
     var("USE_GPG", "--gpg-encryption"),
     var("USE_GPG_AGENT", "--gpg-agent"),
-    var("GPG_RECIPIENT", "--gpg-recipient-key"),
-    var("GPG_SIGNER", "--gpg-signer-key"),
+    asked("GPG_RECIPIENT", "--gpg-recipient-key"),
+    asked("GPG_SIGNER", "--gpg-signer-key"),
     var("GPG_HOMEDIR", "--gpg-home-dir"),
     var("GPG_EXE", "--gpg-exe"),
-    var("GPG_SIGNING_PW", "--gpg-signing-pw"),
-    var("GPG_SIGNING_PW_BASE64", "--gpg-signing-pw"),
+    asked("GPG_SIGNING_PW", "--gpg-signing-pw"),
+    asked("GPG_SIGNING_PW_BASE64", "--gpg-signing-pw"),
     var("GPG_NO_SIGNING_PW", "--gpg-no-signing-pw"),
-    var("HTTP_USER_AGENT", "-u/--user-agent"),
+    var("SPOOF_USER", "-U/--spoof-user"),
+    var("SPOOF_SOURCE_IP", "-Q/--spoof-source"),
+    var("ACCESS", "-A/--access"),
+    var("SPA_SERVER", "-D/--destination"),
+    var("RAND_PORT", "-r/--rand-port"),
+    asked("KEY", "--key-rijndael"),
+    asked("KEY_BASE64", "--key-base64-rijndael"),
+    var("HMAC_DIGEST_TYPE", "--hmac-digest-type"),
+    asked("HMAC_KEY_BASE64", "--key-base64-hmac"),
+    asked("HMAC_KEY", "--key-hmac"),
+    var("USE_HMAC", "--use-hmac"),
     var("USE_WGET_USER_AGENT", "--use-wget-user-agent"),
+    var("KEY_FILE", "-G/--get-key"),
+    var("HMAC_KEY_FILE", "--get-hmac-key"),
+    var("NAT_ACCESS", "-N/--nat-access"),
+    var("HTTP_USER_AGENT", "-u/--user-agent"),
     var("RESOLVE_URL", "--resolve-url"),
+    var("NAT_LOCAL", "--nat-local"),
+    var("NAT_RAND_PORT", "--nat-rand-port"),
+    var("NAT_PORT", "--nat-port"),
+    var("VERBOSE", "-v/--verbose"),
+    var("RESOLVE_IP_HTTPS", "-R/--resolve-ip-https"),
+    var("RESOLVE_IP_HTTP", "-R/--resolve-ip-https"),
     var("RESOLVE_HTTP_ONLY", "--resolve-http-only"),
     var("WGET_CMD", "-w/--wget-cmd"),
-    var("SERVER_RESOLVE_IPV4", "--server-resolve-ipv4"),
-    var("HTTP_PROXY", "-H/--http-proxy"),
-    var("VERBOSE", "-v/--verbose"),
     var("NO_SAVE_ARGS", "--no-save-args"),
+    var("SERVER_RESOLVE_IPV4", "--server-resolve-ipv4"),
 ];
 
 impl Var {
-    /// Look a variable up by its rc name (upper case).
+    /// Look a variable up by its rc name (exact, upper case, as fwknop).
     pub fn by_rc_name(name: &str) -> Option<Var> {
         VARS.iter().copied().find(|v| v.rc_name == name)
     }
 
-    fn get(name: &str) -> Var {
+    /// Where fwknop's `--save-rc-stanza` writes this variable among the others.
+    pub fn save_order(self) -> usize {
+        VARS.iter()
+            .position(|v| v.rc_name == self.rc_name)
+            .unwrap_or(VARS.len())
+    }
+
+    pub(crate) fn get(name: &str) -> Var {
         match Var::by_rc_name(name) {
             Some(v) => v,
             None => unreachable!("{name} is in VARS"),
@@ -116,6 +125,13 @@ pub enum Origin {
         /// The variable.
         var: &'static str,
     },
+}
+
+impl Origin {
+    /// Whether the value was given on the command line.
+    pub fn is_flag(&self) -> bool {
+        matches!(self, Origin::Flag(_))
+    }
 }
 
 impl fmt::Display for Origin {
@@ -142,21 +158,30 @@ pub struct Settings {
     map: BTreeMap<&'static str, Setting>,
 }
 
+/// The most bytes of `-U`/`SPOOF_USER` fwknop keeps.
+pub const MAX_SPOOF_USER_LEN: usize = 29;
+
+/// Cut a `-U`/`SPOOF_USER` value the way fwknop does, at 29 bytes. A cut inside a
+/// multi-byte character keeps the whole character: fwknop's cut leaves a non-ASCII
+/// byte there and refuses the name, and so does the message check here.
+pub fn truncate_user(user: &str) -> String {
+    let mut end = user.len().min(MAX_SPOOF_USER_LEN);
+    while !user.is_char_boundary(end) {
+        end += 1;
+    }
+    user[..end].to_owned()
+}
+
 impl Settings {
-    /// Set a variable, clearing the other variables of its slot.
+    /// Set a variable (a later value replaces an earlier one of the same variable).
     pub fn set(&mut self, var: Var, s: Setting) {
-        if let Some(slot) = var.slot {
-            for other in VARS.iter().filter(|v| v.slot == Some(slot)) {
-                self.map.remove(other.rc_name);
-            }
-        }
         self.map.insert(var.rc_name, s);
     }
 
-    /// Lay `top` over these settings.
+    /// Lay `top` over these settings, variable by variable.
     pub fn overlay(&mut self, top: &Settings) {
         for (name, s) in &top.map {
-            self.set(Var::get(name), s.clone());
+            self.map.insert(name, s.clone());
         }
     }
 
@@ -199,17 +224,22 @@ impl Settings {
         );
         put("SPA_SOURCE_PORT", "-S/--source-port", a.source_port.clone());
         put("RAND_PORT", "-r/--rand-port", yes(a.rand_port));
-        put("ALLOW_IP", "-a/--allow-ip", a.allow_ip.clone());
-        put(
-            "ALLOW_IP",
-            "-s/--source-ip",
-            a.source_ip.then(|| "source".to_owned()),
-        );
-        put(
-            "ALLOW_IP",
-            "-R/--resolve-ip-https",
-            a.resolve_ip.then(|| "resolve".to_owned()),
-        );
+        // -a and -s both set the allow address, the later one wins; either beats -R.
+        match (&a.allow_ip, a.source_ip, a.source_ip_last) {
+            (Some(ip), false, _) | (Some(ip), true, false) => {
+                put("ALLOW_IP", "-a/--allow-ip", Some(ip.clone()))
+            }
+            (_, true, _) => put("ALLOW_IP", "-s/--source-ip", Some("source".into())),
+            (None, false, _) => {}
+        }
+        if a.resolve_ip {
+            let direct = a.allow_ip.is_some() || a.source_ip;
+            put(
+                "RESOLVE_IP_HTTPS",
+                "-R/--resolve-ip-https",
+                Some(if direct { "N" } else { "Y" }.into()),
+            );
+        }
         put("RESOLVE_URL", "--resolve-url", a.resolve_url.clone());
         put(
             "RESOLVE_HTTP_ONLY",
@@ -222,17 +252,26 @@ impl Settings {
         put("NAT_PORT", "--nat-port", a.nat_port.clone());
         put("NAT_RAND_PORT", "--nat-rand-port", yes(a.nat_rand_port));
         put("FW_TIMEOUT", "-f/--fw-timeout", a.fw_timeout.clone());
-        put("SPOOF_USER", "-U/--spoof-user", a.spoof_user.clone());
+        // An empty -U leaves the default user, as in fwknop.
         put(
-            "TIME_OFFSET",
-            "--time-offset-plus",
-            a.time_offset_plus.clone(),
+            "SPOOF_USER",
+            "-U/--spoof-user",
+            a.spoof_user
+                .as_deref()
+                .filter(|u| !u.is_empty())
+                .map(truncate_user),
         );
         put(
-            "TIME_OFFSET",
-            "--time-offset-minus",
-            a.time_offset_minus.as_ref().map(|m| format!("-{m}")),
+            "SPOOF_SOURCE_IP",
+            "-Q/--spoof-source",
+            a.spoof_source.clone(),
         );
+        // With both, fwknop applies the minus offset.
+        match (&a.time_offset_minus, &a.time_offset_plus) {
+            (Some(m), _) => put("TIME_OFFSET", "--time-offset-minus", Some(format!("-{m}"))),
+            (None, Some(p)) => put("TIME_OFFSET", "--time-offset-plus", Some(p.clone())),
+            (None, None) => {}
+        }
         put("DIGEST_TYPE", "-m/--digest-type", a.digest_type.clone());
         put(
             "ENCRYPTION_MODE",
@@ -266,16 +305,35 @@ impl Settings {
             "--hmac-digest-type",
             a.hmac_digest_type.clone(),
         );
-        put("USE_HMAC", "--use-hmac", yes(a.use_hmac));
+        // fwknop turns HMAC on for --use-hmac and for --hmac-key-len.
+        let use_hmac = if a.use_hmac {
+            Some("--use-hmac")
+        } else if a.hmac_key_len.is_some() {
+            Some("--hmac-key-len")
+        } else {
+            None
+        };
+        if let Some(flag) = use_hmac {
+            put("USE_HMAC", flag, Some("Y".into()));
+        }
         put("HTTP_USER_AGENT", "-u/--user-agent", a.user_agent.clone());
         put(
             "SERVER_RESOLVE_IPV4",
             "--server-resolve-ipv4",
             yes(a.server_resolve_ipv4),
         );
-        put("VERBOSE", "-v/--verbose", yes(a.verbose > 0));
+        put("VERBOSE", "-v/--verbose", verbose_value(a.verbose));
         put("NO_SAVE_ARGS", "--no-save-args", yes(a.no_save_args));
         s
+    }
+}
+
+/// `-v` as fwknop records it: `Y` once, the count when repeated.
+pub fn verbose_value(count: u8) -> Option<String> {
+    match count {
+        0 => None,
+        1 => Some("Y".into()),
+        n => Some(n.to_string()),
     }
 }
 
@@ -291,16 +349,17 @@ mod tests {
     }
 
     #[test]
-    fn slots_replace_alternatives() {
+    fn overlay_is_per_variable() {
         let mut base = Settings::default();
         base.set(Var::get("KEY_BASE64"), flag("QQ=="));
         base.set(Var::get("ACCESS"), flag("tcp/22"));
         let mut top = Settings::default();
         top.set(Var::get("KEY"), flag("pass"));
+        top.set(Var::get("ACCESS"), flag("tcp/23"));
         base.overlay(&top);
         assert_eq!(base.value("KEY"), Some("pass"));
-        assert_eq!(base.value("KEY_BASE64"), None);
-        assert_eq!(base.value("ACCESS"), Some("tcp/22"));
+        assert_eq!(base.value("KEY_BASE64"), Some("QQ=="));
+        assert_eq!(base.value("ACCESS"), Some("tcp/23"));
     }
 
     #[test]
@@ -312,5 +371,13 @@ mod tests {
                 v.rc_name
             );
         }
+    }
+
+    #[test]
+    fn users_are_cut_like_fwknop() {
+        assert_eq!(truncate_user(&"u".repeat(40)).len(), 29);
+        assert_eq!(truncate_user("alice"), "alice");
+        let split = format!("{}é", "a".repeat(28));
+        assert_eq!(truncate_user(&split), split);
     }
 }

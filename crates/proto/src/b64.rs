@@ -62,9 +62,67 @@ pub fn decode_key(text: &str) -> Result<Vec<u8>, Error> {
         .map_err(|_| Error::InvalidKeyBase64)
 }
 
+/// Decode a key the way fwknop 2.6's client reads `KEY_BASE64`, `HMAC_KEY_BASE64`
+/// and `--key-base64-*`: every character must be in the alphabet or `=`; decoding
+/// stops at the first `=` (so any padding, or none, is accepted); a final group of
+/// two or three characters gives one or two bytes and a lone last character is
+/// dropped. The result may be empty; callers check the length.
+pub fn decode_key_fwknop(text: &str) -> Result<Vec<u8>, Error> {
+    let bytes = text.as_bytes();
+    if bytes.iter().any(|&c| !(is_alphabet(c) || c == b'=')) {
+        return Err(Error::InvalidKeyBase64);
+    }
+    let data = bytes.split(|&c| c == b'=').next().unwrap_or_default();
+    let sextet = |c: u8| -> u32 {
+        u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            _ => 63,
+        })
+    };
+    let mut out = Vec::with_capacity(data.len() * 3 / 4);
+    for group in data.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in group.iter().enumerate() {
+            n |= sextet(c) << (18 - 6 * i);
+        }
+        let take = group.len().saturating_sub(1);
+        out.extend_from_slice(&n.to_be_bytes()[1..=take]);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_decode_as_fwknop_does() {
+        assert_eq!(decode_key_fwknop("QUJDRA==").unwrap(), b"ABCD");
+        assert_eq!(decode_key_fwknop("QUJDRA===").unwrap(), b"ABCD");
+        assert_eq!(decode_key_fwknop("QUJDRA").unwrap(), b"ABCD");
+        assert_eq!(decode_key_fwknop("QUJDRA==QUJD").unwrap(), b"ABCD");
+        assert_eq!(decode_key_fwknop("QUJDR").unwrap(), b"ABC");
+        assert_eq!(decode_key_fwknop("QUJDRAx").unwrap(), b"ABCD\x0c");
+        assert_eq!(decode_key_fwknop("QU=JD").unwrap(), b"A");
+        assert_eq!(decode_key_fwknop("//8").unwrap(), b"\xff\xff");
+        assert_eq!(decode_key_fwknop("Q").unwrap(), b"");
+        assert_eq!(decode_key_fwknop("====").unwrap(), b"");
+        for bad in ["QUJD RA==", "-_-_", "QUJD.RA", "QUJDRA==\\", "!!!!"] {
+            assert_eq!(
+                decode_key_fwknop(bad),
+                Err(Error::InvalidKeyBase64),
+                "{bad}"
+            );
+        }
+        for n in 1..64u8 {
+            let data: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37)).collect();
+            assert_eq!(decode_key_fwknop(&encode_padded(&data)).unwrap(), data);
+            assert_eq!(decode_key_fwknop(&encode(&data)).unwrap(), data);
+        }
+    }
 
     #[test]
     fn canonical_round_trip_and_respellings_refused() {

@@ -86,18 +86,22 @@ fn misuse_gets_one_line_naming_the_flag() {
         (vec!["-A", "tcp/22", "-M", "xts"], "postern: -M/--encryption-mode: unknown encryption mode (expected cbc, ecb, cfb, ofb, ctr or legacy)"),
         (vec!["-A", "tcp/22", "-m", "sha999"], "postern: -m/--digest-type: unknown digest type (expected md5, sha1, sha256, sha384, sha512, sha3_256 or sha3_512)"),
         (vec!["-A", "tcp/22", "-M", "legacy", "--key-hmac", "h"], "postern: -M/--encryption-mode: legacy mode cannot be used with HMAC (remove the HMAC key or choose another mode)"),
-        (vec!["-A", "tcp/22", "-P", "icmp"], "postern: -P/--server-proto: 'icmp' (raw sockets) is not supported yet; use udp, tcp or http"),
-        (vec!["-A", "tcp/22", "-P", "sctp"], "postern: -P/--server-proto: unknown protocol 'sctp' (expected udp, tcp or http)"),
+        (vec!["-A", "tcp/22", "-Q", "198.18.0.9"], "postern: -Q/--spoof-source needs -P udpraw, tcpraw or icmp"),
+        (vec!["-A", "tcp/22", "-P", "sctp"], "postern: -P/--server-proto: unknown protocol 'sctp' (expected udp, tcp, http, udpraw, tcpraw or icmp)"),
+        (vec!["-A", "tcp/22", "-H", "proxy:99999"], "postern: -H/--http-proxy: 'proxy:99999' is not HOST or HOST:PORT"),
+        (vec!["-A", "tcp/22", "--fd", "x"], "postern: --fd: 'x' is not a file descriptor number"),
+        (vec!["-A", "tcp/22", "--key-len", "0"], "postern: --key-len: 0 is out of range (1-32)"),
+        (vec!["-A", "tcp/22", "--time-offset-minus", "5seconds"], "postern: --time-offset-minus: '-5seconds' is not a time offset (N, Nm, Nh or Nd; also sec, min, hours, days)"),
         (vec!["-A", "tcp/22", "-p", "0"], "postern: -p/--server-port: '0' is not a port (1-65535)"),
         (vec!["-A", "tcp/22", "-f", "70000"], "postern: -f/--fw-timeout: '70000' is not a timeout in seconds (0-65536)"),
         (vec!["-A", "tcp/22", "-N", "10.0.0.5"], "postern: -N/--nat-access: '10.0.0.5' is not HOST:PORT (bad nat access: expected host,port)"),
         (vec!["-A", "tcp/22", "--nat-port", "2222"], "postern: --nat-port/--nat-rand-port need -N/--nat-access or --nat-local"),
         (vec!["-A", "tcp/22", "-U", "bad:user"], "postern: -U/--spoof-user: username contains a forbidden character"),
-        (vec!["-A", "tcp/22", "--time-offset-plus", "5y"], "postern: --time-offset-plus: '5y' is not a time offset (N, Nm, Nh or Nd)"),
+        (vec!["-A", "tcp/22", "--time-offset-plus", "5y"], "postern: --time-offset-plus: '5y' is not a time offset (N, Nm, Nh or Nd; also sec, min, hours, days)"),
         (vec!["-C", &long_cmd, "--key-hmac", "h", "--hmac-digest-type", "sha512", "-m", "sha512"], "postern: the SPA packet would be 567 characters; fwknop servers cannot decode Rijndael packets of 400 or more: shorten -A/-C/-N, or use a shorter -m/--digest-type or --hmac-digest-type"),
-        (vec!["-A", "tcp/22", "--use-hmac"], "postern: --use-hmac: HMAC is requested but no HMAC key is configured: add --key-hmac KEY, --key-base64-hmac B64 or --get-hmac-key FILE (or --stdin)"),
-        (vec!["-A", "tcp/22", "--hmac-digest-type", "sha1"], "postern: --hmac-digest-type: HMAC is requested but no HMAC key is configured: add --key-hmac KEY, --key-base64-hmac B64 or --get-hmac-key FILE (or --stdin)"),
-        (vec!["-A", "tcp/22", "--save-rc-stanza"], "postern: --save-rc-stanza needs -n/--named-config NAME: the stanza to save to"),
+        (vec!["-A", "tcp/22", "--use-hmac"], "postern: --use-hmac: HMAC is requested but no HMAC key is configured: add --key-hmac KEY, --key-base64-hmac B64 or --get-hmac-key FILE (or --stdin/--fd)"),
+        (vec!["-A", "tcp/22", "--hmac-digest-type", "sha1"], "postern: --hmac-digest-type: HMAC is requested but no HMAC key is configured: add --key-hmac KEY, --key-base64-hmac B64 or --get-hmac-key FILE (or --stdin/--fd)"),
+        (vec!["-A", "tcp/22", "--save-rc-stanza"], "postern: --save-rc-stanza cannot be used with --no-rc-file"),
         (vec!["-A", "tcp/22", "--bogus"], "postern: unexpected argument '--bogus' found (see postern --help)"),
     ];
     for (extra, want) in cases {
@@ -517,8 +521,14 @@ fn rc_file_stanzas_and_permissions() {
         err.contains("mode 0644") && err.contains(&format!("chmod 600 {}", rc.display())),
         "{err}"
     );
-    // --stanza-list.
-    assert_eq!(ok(&home, &["--stanza-list"]).trim(), "default\nmyssh");
+    // --stanza-list, in fwknop's words ([default] is not listed).
+    assert_eq!(
+        ok(&home, &["--stanza-list"]).trim(),
+        format!(
+            "The following stanzas are configured in {} :\n - myssh",
+            rc.display()
+        )
+    );
 }
 
 #[test]
@@ -574,7 +584,7 @@ fn save_rc_stanza_round_trip() {
         decode(&home, &again["Final SPA Data"], &keys)["message"],
         "198.18.0.9,tcp/443"
     );
-    // Keys are not replaced without --force-stanza (no terminal to ask on).
+    // Keys are not replaced without --force-stanza when no answer comes on stdin.
     let replace = [
         "--save-rc-stanza",
         "-n",
@@ -588,7 +598,12 @@ fn save_rc_stanza_round_trip() {
     assert_eq!(err, format!("postern: --save-rc-stanza: stanza [web] in {} already has keys; add --force-stanza to replace them", rc.display()));
     let mut forced = replace.to_vec();
     forced.push("--force-stanza");
-    ok(&home, &forced);
+    // As in fwknop, a save run reads [default] and the flags, not the stanza it saves:
+    // this one has no allow address, so it saves and then refuses to knock.
+    assert_eq!(
+        one_error_line(&run(&home, &forced)),
+        "postern: an allow address is required: add -a/--allow-ip ADDRESS, -s/--source-ip or -R/--resolve-ip-https"
+    );
     let text = std::fs::read_to_string(&rc).unwrap();
     assert!(
         text.contains(&format!("{:<24}    other", "KEY"))
@@ -596,8 +611,15 @@ fn save_rc_stanza_round_trip() {
         "{text}"
     );
     assert!(
-        text.contains(&format!("{:<24}    tcp/443", "ACCESS")),
-        "other variables kept"
+        !text.contains(&format!("{:<24}    tcp/443", "ACCESS")),
+        "as in fwknop, the stanza is replaced by what the command line gives: {text}"
+    );
+    assert!(
+        text.ends_with(&format!(
+            "[web]\n{:<24}    other\n{:<24}    Y\n",
+            "KEY", "NO_SAVE_ARGS"
+        )),
+        "{text}"
     );
     assert!(text.starts_with(DOC_RC));
     assert_eq!(

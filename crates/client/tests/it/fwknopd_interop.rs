@@ -162,6 +162,7 @@ impl Lab {
         let mut procs = Vec::new();
         let ports: Vec<u16> = (10001..=10012)
             .chain([10040, 10050, 10060, 10061, 10062, 80])
+            .chain(10070..=10081)
             .collect();
         procs.push(tcp_service(&srv, "0.0.0.0", &ports, &dir.join("svc.log")));
         procs.push(tcp_service(
@@ -190,7 +191,7 @@ impl Lab {
         ));
         write_600(
             &dir.join("fwknopd.conf"),
-            "PCAP_FILTER udp port 62201 or tcp port 62201 or tcp port 80 or udp portrange 10000-65535\n\
+            "PCAP_FILTER udp port 62201 or tcp port 62201 or tcp port 80 or udp portrange 10000-65535 or icmp\n\
              ENABLE_IPT_FORWARDING Y\nENABLE_IPT_LOCAL_NAT Y\nENABLE_SPA_OVER_HTTP Y\nENABLE_TCP_SERVER Y\n",
         );
         write_600(&dir.join("access.conf"), &access_conf());
@@ -249,6 +250,27 @@ impl Lab {
         assert!(
             out.status.success(),
             "postern {args:?} failed: {}\nfwknopd log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+    }
+
+    /// Run a client (`postern` or the real `fwknop`) in c1 with these arguments.
+    fn client(&self, program: &str, args: &[String]) {
+        let out = self
+            .c1
+            .cmd(program)
+            .args(["--no-save-args", "--no-rc-file", "-D", SRV])
+            .args(args)
+            .env("HOME", &self.dir.0)
+            .env("LOGNAME", "tester")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed: {}{}\nfwknopd log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
             self.log()
         );
@@ -408,4 +430,85 @@ fn postern_opens_the_real_fwknopd() {
         "lab",
     ]));
     lab.assert_opens(10012, "rc stanza [lab]");
+}
+
+/// A minimal HTTP proxy in c1 (what `-H` talks to): it takes `GET http://HOST/PATH`,
+/// connects to HOST:80 and sends `GET /PATH` with the same headers, as a proxy does.
+const PROXY: &str = r#"
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8)
+print('ready', flush=True)
+while True:
+    c, _ = s.accept(); c.settimeout(3); data = b''
+    while b'\r\n\r\n' not in data:
+        d = c.recv(4096)
+        if not d: break
+        data += d
+    line, rest = data.split(b'\r\n', 1)
+    method, url, version = line.split(b' ')
+    host, path = url[len(b'http://'):].split(b'/', 1)
+    print('proxy', method.decode(), url[:40].decode(), flush=True)
+    up = socket.create_connection((host.decode(), 80), timeout=3)
+    up.sendall(method + b' /' + path + b' ' + version + b'\r\n' + rest)
+    up.close(); c.close()
+"#;
+
+/// The raw transports (`-P udpraw|tcpraw|icmp`, `-Q`) and `-H`, postern and the real
+/// fwknop client side by side against the real fwknopd: each knock opens its own port.
+#[test]
+fn raw_transports_spoofed_sources_and_http_proxy_like_fwknop() {
+    if !can_run(
+        "raw_transports_spoofed_sources_and_http_proxy_like_fwknop",
+        &["ip", "iptables", "fwknopd", "fwknop", "python3"],
+    ) {
+        return;
+    }
+    let lab = Lab::new();
+    let _proxy = lab.c1.spawn(
+        &["python3", "-u", "-c", PROXY, "3128"],
+        &lab.dir.join("proxy.log"),
+    );
+    wait_for_line(&lab.dir.join("proxy.log"), "ready", Duration::from_secs(10));
+    let cases: [(&str, &[&str]); 6] = [
+        ("udpraw", &["-P", "udpraw"]),
+        ("tcpraw", &["-P", "tcpraw"]),
+        ("icmp", &["-P", "icmp"]),
+        (
+            "udpraw from a spoofed source",
+            &["-P", "udpraw", "-Q", "198.18.9.9", "-S", "40002"],
+        ),
+        (
+            "icmp echo request from a spoofed source",
+            &["-P", "icmp", "--icmp-type", "8", "-Q", "198.18.9.10"],
+        ),
+        ("-H through an HTTP proxy", &["-H", "127.0.0.1:3128"]),
+    ];
+    let short = Duration::from_millis(700);
+    let mut port = 10070u16;
+    for (what, extra) in cases {
+        for program in ["fwknop", env!("CARGO_BIN_EXE_postern")] {
+            assert!(
+                !lab.c1.can_connect(SRV, port, short),
+                "tcp/{port} open before the knock"
+            );
+            let mut a = args(&["-A", &format!("tcp/{port}"), "-a", C1]);
+            a.extend(args(extra));
+            a.extend(key_flags("cbc"));
+            lab.client(program, &a);
+            let who = if program == "fwknop" {
+                "fwknop"
+            } else {
+                "postern"
+            };
+            lab.assert_opens(port, &format!("{who} {what}"));
+            port += 1;
+        }
+    }
+    let proxied = std::fs::read_to_string(lab.dir.join("proxy.log")).unwrap_or_default();
+    assert_eq!(
+        proxied.matches(&format!("proxy GET http://{SRV}/")).count(),
+        2,
+        "both clients went through the proxy: {proxied}"
+    );
 }

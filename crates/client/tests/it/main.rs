@@ -4,5 +4,6 @@
 
 mod cli;
 mod decode;
+mod fwknop_compat;
 mod fwknopd_interop;
 mod transport;
