@@ -6,7 +6,15 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "run as root (apt installs, network namespaces, nftables)" >&2
     exit 1
 fi
-pkgs=(fwknop-client fwknop-server nftables iptables iproute2 python3 systemd systemd-container build-essential pkg-config ca-certificates curl redis-server redis-tools ipset openssl)
+pkgs=(fwknop-client fwknop-server nftables iptables iproute2 python3 systemd systemd-container build-essential pkg-config ca-certificates curl redis-server redis-tools ipset openssl firewalld)
+# firewalld: its tests run their own firewalld in a namespace, on a bus of their own. Masked
+# before its first install (as `systemctl mask` does), so that the package never enables or
+# starts it on this host, where it would take over the firewall.
+if ! dpkg-query -W -f='${Status}' firewalld 2>/dev/null | grep -q 'install ok installed' \
+    && [ ! -e /etc/systemd/system/firewalld.service ]; then
+    mkdir -p /etc/systemd/system
+    ln -s /dev/null /etc/systemd/system/firewalld.service
+fi
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

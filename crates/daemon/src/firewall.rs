@@ -7,11 +7,13 @@
 //! 2. an nftables input hook whose policy drops, in another table: that table and chain;
 //! 3. nothing: posternd's own table, with `NFT_DEFAULT_DROP` as configured.
 //!
-//! An `NFT_*` layout directive is an nftables choice. The choice and its reason are said
+//! An `NFT_*` layout directive is an nftables choice, `FIREWD_ZONE` a firewalld one
+//! (rich rules over D-Bus, [`postern_fw::firewalld`]). The choice and its reason are said
 //! at start, by `--check-config` and in `posternd status`.
 
 use std::process::Command;
 
+use postern_fw::firewalld::FirewalldConfig;
 use postern_fw::nftables::{Family, NftConfig};
 use postern_fw::Protocol;
 
@@ -40,20 +42,29 @@ pub fn choose(s: &ServerConfig) -> (postern_fw::Config, String) {
             s.nft_default_drop,
         )
     };
+    let firewalld = || {
+        postern_fw::Config::Firewalld(FirewalldConfig {
+            zone: s.firewd_zone.clone(),
+        })
+    };
     match s.firewall_type {
         Some(FirewallType::Iptables) => {
             return (
-                postern_fw::Config::Iptables(s.ipt.clone()),
+                postern_fw::Config::Iptables(Box::new(ipt(s))),
                 "FIREWALL_TYPE iptables".into(),
             )
         }
         Some(FirewallType::Nftables) => return (configured(), "FIREWALL_TYPE nftables".into()),
+        Some(FirewallType::Firewalld) => return (firewalld(), "FIREWALL_TYPE firewalld".into()),
         None if s.nft_set => return (configured(), "NFT_* directives given: nftables".into()),
+        None if s.firewd_zone.is_some() => {
+            return (firewalld(), "FIREWD_ZONE given: firewalld".into())
+        }
         None => {}
     }
     if let Some(why) = iptables_drops(&s.ipt.iptables) {
         return (
-            postern_fw::Config::Iptables(s.ipt.clone()),
+            postern_fw::Config::Iptables(Box::new(ipt(s))),
             format!("FIREWALL_TYPE not set and {why}: the iptables layout"),
         );
     }
@@ -75,6 +86,13 @@ pub fn choose(s: &ServerConfig) -> (postern_fw::Config, String) {
         "FIREWALL_TYPE not set and no drop policy on this host: posternd's own nftables table"
             .into(),
     )
+}
+
+/// The iptables settings, with NAT chains when NAT access is enabled.
+fn ipt(s: &ServerConfig) -> postern_fw::iptables::IptConfig {
+    let mut i = s.ipt.clone();
+    i.nat = s.nat_forwarding || s.nat_local;
+    i
 }
 
 /// Whether the iptables INPUT chain drops by default: why, if so.

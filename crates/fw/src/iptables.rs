@@ -125,6 +125,13 @@ pub struct IptConfig {
     pub set_prefix: String,
     /// Also handle IPv6 through ip6tables.
     pub ipv6: bool,
+    /// NAT access (`ENABLE_IPT_FORWARDING` / `ENABLE_IPT_LOCAL_NAT`): the forward and
+    /// DNAT chains below are installed.
+    pub nat: bool,
+    /// `IPT_FORWARD_ACCESS`.
+    pub forward: Access,
+    /// `IPT_DNAT_ACCESS`.
+    pub dnat: Access,
 }
 
 impl Default for IptConfig {
@@ -136,6 +143,19 @@ impl Default for IptConfig {
             ipset: PathBuf::from("ipset"),
             set_prefix: "postern-in".into(),
             ipv6: true,
+            nat: false,
+            forward: Access {
+                from_chain: "FORWARD".into(),
+                to_chain: "FWKNOP_FORWARD".into(),
+                ..Access::default()
+            },
+            dnat: Access {
+                target: "DNAT".into(),
+                table: "nat".into(),
+                from_chain: "PREROUTING".into(),
+                to_chain: "FWKNOP_PREROUTING".into(),
+                ..Access::default()
+            },
         }
     }
 }
@@ -228,9 +248,206 @@ impl Iptables {
     }
 
     fn ipt(&self, v6: bool, args: &[&str]) -> Result<String, Error> {
-        let mut a = vec!["-w", "-t", self.cfg.input.table.as_str()];
+        self.ipt_in(v6, &self.cfg.input.table, args)
+    }
+
+    fn ipt_in(&self, v6: bool, table: &str, args: &[&str]) -> Result<String, Error> {
+        let mut a = vec!["-w", "-t", table];
         a.extend_from_slice(args);
         run(self.tool(v6), &a, None)
+    }
+
+    /// Make sure `access.to_chain` exists in its table, holds `rule` (at its position),
+    /// and is jumped to from `access.from_chain` (at its position).
+    fn ensure_chain(
+        &self,
+        v6: bool,
+        access: &Access,
+        rule: Option<&[String]>,
+    ) -> Result<(), Error> {
+        let t = access.table.as_str();
+        let (to, from) = (access.to_chain.as_str(), access.from_chain.as_str());
+        if self.ipt_in(v6, t, &["-S", to]).is_err() {
+            self.ipt_in(v6, t, &["-N", to])?;
+        }
+        let has = |chain: &str, r: &[String]| {
+            let mut a: Vec<&str> = vec!["-C", chain];
+            a.extend(r.iter().map(String::as_str));
+            self.ipt_in(v6, t, &a).is_ok()
+        };
+        let insert = |chain: &str, pos: u32, r: &[String]| -> Result<(), Error> {
+            let pos = pos.to_string();
+            let mut a: Vec<&str> = vec!["-I", chain, &pos];
+            a.extend(r.iter().map(String::as_str));
+            if self.ipt_in(v6, t, &a).is_ok() {
+                return Ok(());
+            }
+            // A position past the end of a short chain: append.
+            let mut a: Vec<&str> = vec!["-A", chain];
+            a.extend(r.iter().map(String::as_str));
+            self.ipt_in(v6, t, &a).map(|_| ())
+        };
+        if let Some(r) = rule {
+            if !has(to, r) {
+                insert(to, access.rule_position, r)?;
+            }
+        }
+        let jump = vec!["-j".to_owned(), to.to_owned()];
+        if !has(from, &jump) {
+            insert(from, access.jump_position, &jump)?;
+        }
+        Ok(())
+    }
+
+    /// Remove the jump to `access.to_chain` and the chain itself.
+    fn remove_chain(&self, v6: bool, access: &Access) -> Result<(), Error> {
+        let t = access.table.as_str();
+        let jump = ["-j", access.to_chain.as_str()];
+        let mut first = None;
+        loop {
+            let mut c: Vec<&str> = vec!["-C", &access.from_chain];
+            c.extend(jump);
+            if self.ipt_in(v6, t, &c).is_err() {
+                break;
+            }
+            let mut d: Vec<&str> = vec!["-D", &access.from_chain];
+            d.extend(jump);
+            if let Err(e) = self.ipt_in(v6, t, &d) {
+                first = Some(e);
+                break;
+            }
+        }
+        let _ = self.ipt_in(v6, t, &["-F", &access.to_chain]);
+        let _ = self.ipt_in(v6, t, &["-X", &access.to_chain]);
+        first.map_or(Ok(()), Err)
+    }
+
+    fn fwd_set(&self, v6: bool) -> String {
+        format!("postern-fw{}", if v6 { 6 } else { 4 })
+    }
+
+    /// The ipset that conditions the DNAT rule of one NAT target.
+    fn dnat_set(&self, n: &crate::Nat, proto: Protocol) -> String {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (n.to, n.to_port, proto.number()).hash(&mut h);
+        format!(
+            "postern-dn{}-{:08x}",
+            if n.to.is_ipv6() { 6 } else { 4 },
+            h.finish() as u32
+        )
+    }
+
+    /// The DNAT rule for one NAT target: connections whose (source, proto:port) is in
+    /// its set go to the target. The set's entries carry the timeouts.
+    fn dnat_rule(&self, n: &crate::Nat, proto: Protocol) -> Vec<String> {
+        let to = match n.to {
+            IpAddr::V4(a) => format!("{a}:{}", n.to_port),
+            IpAddr::V6(a) => format!("[{a}]:{}", n.to_port),
+        };
+        [
+            "-p",
+            proto.name(),
+            "-m",
+            "set",
+            "--match-set",
+            &self.dnat_set(n, proto),
+            "src,dst",
+            "-m",
+            "comment",
+            "--comment",
+            "postern",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &to,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    }
+
+    /// Create the set and the DNAT rule of a NAT target if they are not there yet.
+    fn ensure_dnat(&self, n: &crate::Nat, proto: Protocol) -> Result<(), Error> {
+        let v6 = n.to.is_ipv6();
+        let set = self.dnat_set(n, proto);
+        let family = if v6 { "inet6" } else { "inet" };
+        run(
+            &self.cfg.ipset,
+            &[
+                "create",
+                &set,
+                "hash:ip,port",
+                "family",
+                family,
+                "timeout",
+                "0",
+                "-exist",
+            ],
+            None,
+        )?;
+        let rule = self.dnat_rule(n, proto);
+        let t = self.cfg.dnat.table.as_str();
+        let chain = self.cfg.dnat.to_chain.as_str();
+        let mut c: Vec<&str> = vec!["-C", chain];
+        c.extend(rule.iter().map(String::as_str));
+        if self.ipt_in(v6, t, &c).is_err() {
+            let mut a: Vec<&str> = vec!["-A", chain];
+            a.extend(rule.iter().map(String::as_str));
+            self.ipt_in(v6, t, &a)?;
+        }
+        Ok(())
+    }
+
+    /// The sets posternd created for NAT targets.
+    fn dnat_sets(&self) -> Vec<String> {
+        run(&self.cfg.ipset, &["list", "-n"], None)
+            .map(|t| {
+                t.lines()
+                    .filter(|l| l.starts_with("postern-dn"))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The ipset lines that open a grant (NAT ones included).
+    fn entries(&self, g: &Grant) -> Result<Vec<(String, String)>, Error> {
+        let v6 = g.source.is_ipv6();
+        if v6 && !self.cfg.ipv6 {
+            return Err(Error::Config(format!(
+                "cannot open {}: IPv6 is not handled",
+                g.source
+            )));
+        }
+        let Some(n) = &g.nat else {
+            return Ok(vec![(self.set(v6), Self::entry(g))]);
+        };
+        if !self.cfg.nat {
+            return Err(Error::Config(
+                "NAT access is not enabled (ENABLE_IPT_FORWARDING / ENABLE_IPT_LOCAL_NAT)".into(),
+            ));
+        }
+        if n.to.is_ipv6() != v6 {
+            return Err(Error::Config(format!(
+                "NAT from {} to {} mixes address families",
+                g.source, n.to
+            )));
+        }
+        let p = g.proto.name();
+        let mut v = vec![(
+            self.dnat_set(n, g.proto),
+            format!("{},{p}:{}", g.source, g.port),
+        )];
+        if n.local {
+            v.push((self.set(v6), format!("{},{p}:{}", g.source, n.to_port)));
+        } else {
+            v.push((
+                self.fwd_set(v6),
+                format!("{},{p}:{},{}", g.source, n.to_port, n.to),
+            ));
+        }
+        Ok(v)
     }
 
     /// The accept rule in posternd's chain.
@@ -368,6 +585,52 @@ impl Firewall for Iptables {
                     self.ipt(v6, &a)?;
                 }
             }
+            if self.cfg.nat {
+                let fwd = self.fwd_set(v6);
+                run(
+                    &self.cfg.ipset,
+                    &[
+                        "create",
+                        &fwd,
+                        "hash:ip,port,ip",
+                        "family",
+                        family,
+                        "timeout",
+                        "0",
+                        "-exist",
+                    ],
+                    None,
+                )?;
+                if flush {
+                    run(&self.cfg.ipset, &["flush", &fwd], None)?;
+                }
+                let accept: Vec<String> = [
+                    "-m",
+                    "set",
+                    "--match-set",
+                    &fwd,
+                    "src,dst,dst",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    "postern",
+                    "-j",
+                    "ACCEPT",
+                ]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+                self.ensure_chain(v6, &self.cfg.forward.clone(), Some(&accept))?;
+                self.ensure_chain(v6, &self.cfg.dnat.clone(), None)?;
+                if flush {
+                    let _ = self.ipt_in(v6, &self.cfg.dnat.table, &["-F", &self.cfg.dnat.to_chain]);
+                }
+            }
+        }
+        if self.cfg.nat && flush {
+            for set in self.dnat_sets() {
+                let _ = run(&self.cfg.ipset, &["destroy", &set], None);
+            }
         }
         Ok(())
     }
@@ -378,24 +641,17 @@ impl Firewall for Iptables {
         }
         let mut batch = String::new();
         for g in grants {
-            if g.nat.is_some() {
-                return Err(Error::Config(
-                    "NAT access is not implemented on the iptables backend yet (use FIREWALL_TYPE nftables)".into(),
+            if let Some(n) = &g.nat {
+                if self.cfg.nat {
+                    self.ensure_dnat(n, g.proto)?;
+                }
+            }
+            for (set, entry) in self.entries(g)? {
+                batch.push_str(&format!(
+                    "add {set} {entry} timeout {}\n",
+                    g.timeout.as_secs().clamp(1, 2_147_483)
                 ));
             }
-            let v6 = g.source.is_ipv6();
-            if v6 && !self.cfg.ipv6 {
-                return Err(Error::Config(format!(
-                    "cannot open {}: IPv6 is not handled",
-                    g.source
-                )));
-            }
-            batch.push_str(&format!(
-                "add {} {} timeout {}\n",
-                self.set(v6),
-                Self::entry(g),
-                g.timeout.as_secs().clamp(1, 2_147_483)
-            ));
         }
         // One restore: the kernel takes each line; -exist refreshes a timeout in place.
         run(&self.cfg.ipset, &["restore", "-exist"], Some(&batch)).map(|_| ())
@@ -404,11 +660,9 @@ impl Firewall for Iptables {
     fn revoke(&mut self, grants: &[Grant]) -> Result<(), Error> {
         let mut batch = String::new();
         for g in grants {
-            batch.push_str(&format!(
-                "del {} {}\n",
-                self.set(g.source.is_ipv6()),
-                Self::entry(g)
-            ));
+            for (set, entry) in self.entries(g)? {
+                batch.push_str(&format!("del {set} {entry}\n"));
+            }
         }
         if batch.is_empty() {
             return Ok(());
@@ -444,13 +698,30 @@ impl Firewall for Iptables {
             if let Err(e) = run(&self.cfg.ipset, &["destroy", &self.set(v6)], None) {
                 first_error.get_or_insert(e);
             }
+            if self.cfg.nat {
+                for access in [self.cfg.forward.clone(), self.cfg.dnat.clone()] {
+                    if let Err(e) = self.remove_chain(v6, &access) {
+                        first_error.get_or_insert(e);
+                    }
+                }
+                let _ = run(&self.cfg.ipset, &["destroy", &self.fwd_set(v6)], None);
+            }
+        }
+        if self.cfg.nat {
+            for set in self.dnat_sets() {
+                let _ = run(&self.cfg.ipset, &["destroy", &set], None);
+            }
         }
         first_error.map_or(Ok(()), Err)
     }
 
+    fn supports_nat(&self) -> bool {
+        self.cfg.nat
+    }
+
     fn describe(&self) -> String {
         format!(
-            "iptables ({}), chain {} jumped to from {} at position {}, openings in ipset {}4{} with kernel timeouts",
+            "iptables ({}), chain {} jumped to from {} at position {}, openings in ipset {}4{} with kernel timeouts{}",
             self.variant(),
             self.cfg.input.to_chain,
             self.cfg.input.from_chain,
@@ -458,6 +729,14 @@ impl Firewall for Iptables {
             self.cfg.set_prefix,
             if self.cfg.ipv6 {
                 format!("/{}6 (ip6tables too)", self.cfg.set_prefix)
+            } else {
+                String::new()
+            },
+            if self.cfg.nat {
+                format!(
+                    ", NAT ({} and {}: forward and DNAT conditioned on ipset entries)",
+                    self.cfg.forward.to_chain, self.cfg.dnat.to_chain
+                )
             } else {
                 String::new()
             }

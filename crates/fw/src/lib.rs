@@ -7,11 +7,14 @@
 //! ```
 //!
 //! The nftables backend keeps grants in named sets with per-element timeouts, so the
-//! kernel closes access on time even if the daemon is gone. This crate does not decide
-//! anything: what to open is the daemon's business.
+//! kernel closes access on time even if the daemon is gone; the iptables backend does the
+//! same with ipset entries, the firewalld backend with rich rules that firewalld removes on
+//! time ([`firewalld`]). This crate does not decide anything: what to open is the daemon's
+//! business.
 
 #![forbid(unsafe_code)]
 
+pub mod firewalld;
 pub mod iptables;
 pub mod memory;
 pub mod netlink;
@@ -78,6 +81,9 @@ pub enum Error {
     Refused(String),
     /// The configuration names something that does not exist or cannot be used.
     Config(String),
+    /// The firewall service does not answer (firewalld not running, no system bus);
+    /// nothing was changed. The text names the service and says why.
+    Unavailable(String),
 }
 
 impl fmt::Display for Error {
@@ -86,6 +92,7 @@ impl fmt::Display for Error {
             Error::Spawn(s) => write!(f, "cannot run the firewall tool: {s}"),
             Error::Refused(s) => write!(f, "the firewall refused the change: {s}"),
             Error::Config(s) => write!(f, "firewall configuration: {s}"),
+            Error::Unavailable(s) => write!(f, "{s}"),
         }
     }
 }
@@ -106,8 +113,9 @@ pub struct Held {
 }
 
 /// A firewall backend. Every backend keeps its openings where the kernel expires them
-/// by itself (nftables set elements, ipset entries with timeouts), so access closes on
-/// time even if posternd is gone.
+/// by itself (nftables set elements, ipset entries with timeouts; firewalld rich rules
+/// with timeouts, which firewalld removes), so access closes on time even if posternd is
+/// gone.
 pub trait Firewall: Send {
     /// Install the base (tables, sets, chains, jump rules). With `flush`, existing
     /// grants are removed. Installing it again repairs it (and keeps grants otherwise).
@@ -138,13 +146,16 @@ pub enum Config {
     /// nftables sets with per-element timeouts.
     Nftables(nftables::NftConfig),
     /// iptables/ip6tables chains in fwknop's layout, openings in ipset sets with timeouts.
-    Iptables(iptables::IptConfig),
+    Iptables(Box<iptables::IptConfig>),
+    /// firewalld over D-Bus: rich rules with timeouts in one zone.
+    Firewalld(firewalld::FirewalldConfig),
 }
 
 /// Build the backend a configuration names (touches nothing yet).
 pub fn open(c: &Config) -> Result<Box<dyn Firewall>, Error> {
     Ok(match c {
         Config::Nftables(n) => Box::new(nftables::Nftables::new(n.clone())?),
-        Config::Iptables(i) => Box::new(iptables::Iptables::new(i.clone())?),
+        Config::Iptables(i) => Box::new(iptables::Iptables::new((**i).clone())?),
+        Config::Firewalld(c) => Box::new(firewalld::Firewalld::new(c.clone())?),
     })
 }

@@ -1,6 +1,6 @@
 //! `fwknopd.conf`: server settings, fwknop's directives plus posternd's own
 //! (`FIREWALL_TYPE`, `NFT_TABLE`, `NFT_CHAIN`, `NFT_DEFAULT_DROP`, `NFT_EXE`, `NFT_GRANTS`,
-//! `CONTROL_SOCKET`), documented in `doc/configuration.md`.
+//! `FIREWD_ZONE`, `CONTROL_SOCKET`), documented in `doc/configuration.md`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -75,6 +75,8 @@ pub struct ServerConfig {
     pub nft_set: bool,
     /// The iptables backend's settings (`IPT_INPUT_ACCESS`, `FIREWALL_EXE`).
     pub ipt: postern_fw::iptables::IptConfig,
+    /// `FIREWD_ZONE`: the firewalld zone that gets the rich rules (default: firewalld's).
+    pub firewd_zone: Option<String>,
     /// `ENABLE_IPT_FORWARDING`: NAT access to hosts behind this gateway (types 2, 4).
     pub nat_forwarding: bool,
     /// `ENABLE_IPT_LOCAL_NAT`: NAT access to this host's own ports (types 5, 6).
@@ -88,6 +90,8 @@ pub enum FirewallType {
     Nftables,
     /// `iptables` (fwknopd's default).
     Iptables,
+    /// `firewalld`: rich rules with timeouts over D-Bus.
+    Firewalld,
 }
 
 /// What a gateway does when Redis cannot answer a claim in time.
@@ -134,6 +138,10 @@ const NO_EFFECT: &[(&str, &str)] = &[
         "ENABLE_IPT_COMMENT_CHECK",
         "posternd's rules carry the comment 'postern' and are found by it",
     ),
+    (
+        "ENABLE_FIREWD_COMMENT_CHECK",
+        "posternd's firewalld rich rules are found by their exact form",
+    ),
     ("LOCALE", "messages are not localised"),
     ("SYSLOG_IDENTITY", "posternd logs as posternd"),
     ("SYSLOG_FACILITY", "posternd logs to the daemon facility"),
@@ -173,11 +181,10 @@ const REFUSED_WHEN_ON: &[(&str, &str)] = &[
     ("ENABLE_IPT_SNAT", "SNAT for NAT access is not implemented in posternd yet"),
     ("ENABLE_IPT_OUTPUT", "OUTPUT rules are not implemented in posternd yet"),
     ("ENABLE_DESTINATION_RULE", "destination-specific grants are not implemented in posternd yet"),
-    ("ENABLE_FIREWD_FORWARDING", "firewalld is not implemented in posternd yet"),
-    ("ENABLE_FIREWD_LOCAL_NAT", "firewalld is not implemented in posternd yet"),
-    ("ENABLE_FIREWD_SNAT", "firewalld is not implemented in posternd yet"),
-    ("ENABLE_FIREWD_OUTPUT", "firewalld is not implemented in posternd yet"),
-    ("ENABLE_FIREWD_COMMENT_CHECK", "firewalld is not implemented in posternd yet"),
+    ("ENABLE_FIREWD_FORWARDING", "NAT access is not implemented on the firewalld backend (use FIREWALL_TYPE nftables)"),
+    ("ENABLE_FIREWD_LOCAL_NAT", "NAT access is not implemented on the firewalld backend (use FIREWALL_TYPE nftables)"),
+    ("ENABLE_FIREWD_SNAT", "SNAT is not implemented on the firewalld backend"),
+    ("ENABLE_FIREWD_OUTPUT", "OUTPUT rules are not implemented on the firewalld backend"),
 ];
 
 /// Parse `udp port N` / `udp dst port N`.
@@ -256,6 +263,7 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
         firewall_type: None,
         nft_set: false,
         ipt: postern_fw::iptables::IptConfig::default(),
+        firewd_zone: None,
         nat_forwarding: false,
         nat_local: false,
     };
@@ -274,11 +282,19 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
             });
             continue;
         }
-        if NO_EFFECT_PREFIXES.iter().any(|p| name.starts_with(p)) && !name.starts_with("ENABLE_") {
+        if NO_EFFECT_PREFIXES.iter().any(|p| name.starts_with(p))
+            && !name.starts_with("ENABLE_")
+            && name != "FIREWD_ZONE"
+        {
+            let why = if name.starts_with("FIREWD_") {
+                "posternd's firewalld backend adds rich rules to FIREWD_ZONE, no direct rules in chains"
+            } else {
+                "another firewall's setting"
+            };
             notes.push(Note {
                 file: file.to_owned(),
                 line: l.number,
-                text: format!("{name} has no effect: another firewall's setting"),
+                text: format!("{name} has no effect: {why}"),
             });
             continue;
         }
@@ -311,48 +327,63 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
             "ENABLE_SPA_PACKET_AGING" => c.packet_aging = Some(boolean(file, &l)?),
             "MAX_SPA_PACKET_AGE" => c.max_packet_age = number(file, &l, 1, 100_000)?,
             "ENABLE_DIGEST_PERSISTENCE" => c.digest_persistence = boolean(file, &l)?,
-            "FLUSH_IPT_AT_INIT" | "FLUSH_NFT_AT_INIT" => c.flush_at_init = boolean(file, &l)?,
-            "FLUSH_IPT_AT_EXIT" | "FLUSH_NFT_AT_EXIT" => c.flush_at_exit = boolean(file, &l)?,
+            "FLUSH_IPT_AT_INIT" | "FLUSH_NFT_AT_INIT" | "FLUSH_FIREWD_AT_INIT" => {
+                c.flush_at_init = boolean(file, &l)?
+            }
+            "FLUSH_IPT_AT_EXIT" | "FLUSH_NFT_AT_EXIT" | "FLUSH_FIREWD_AT_EXIT" => {
+                c.flush_at_exit = boolean(file, &l)?
+            }
+            "FIREWD_ZONE" => {
+                postern_fw::firewalld::check_zone(&l.value)
+                    .map_err(|e| err(file, &l, e.to_string()))?;
+                c.firewd_zone = Some(l.value.clone());
+            }
             "FIREWALL_TYPE" => match l.value.to_ascii_lowercase().as_str() {
                 "nftables" | "nft" => c.firewall_type = Some(FirewallType::Nftables),
                 "iptables" => c.firewall_type = Some(FirewallType::Iptables),
-                "firewalld" => {
-                    return Err(err(
-                        file,
-                        &l,
-                        "the firewalld backend is not implemented in posternd yet; use iptables or nftables",
-                    ))
-                }
+                "firewalld" => c.firewall_type = Some(FirewallType::Firewalld),
                 _ => {
                     return Err(err(
                         file,
                         &l,
                         format!(
-                            "unknown firewall '{}' (expected iptables or nftables)",
+                            "unknown firewall '{}' (expected iptables, nftables or firewalld)",
                             l.value
                         ),
                     ))
                 }
             },
-            "IPT_OUTPUT_ACCESS" | "IPT_FORWARD_ACCESS" | "IPT_DNAT_ACCESS"
-            | "IPT_SNAT_ACCESS" | "IPT_MASQUERADE_ACCESS" => {
+            "IPT_FORWARD_ACCESS" => {
+                c.ipt.forward =
+                    postern_fw::iptables::Access::parse(&l.value).map_err(|e| err(file, &l, e))?;
+            }
+            "IPT_DNAT_ACCESS" => {
+                c.ipt.dnat =
+                    postern_fw::iptables::Access::parse(&l.value).map_err(|e| err(file, &l, e))?;
+            }
+            "IPT_OUTPUT_ACCESS" | "IPT_SNAT_ACCESS" | "IPT_MASQUERADE_ACCESS" => {
                 postern_fw::iptables::Access::parse(&l.value).map_err(|e| err(file, &l, e))?;
                 notes.push(Note {
                     file: file.to_owned(),
                     line: l.number,
-                    text: format!("{name} has no effect: OUTPUT and NAT rules are not implemented in posternd yet"),
+                    text: format!("{name} has no effect: OUTPUT, SNAT and MASQUERADE rules are not implemented in posternd yet"),
                 });
                 continue;
             }
-            "ENABLE_IPT_FORWARDING" | "ENABLE_NFT_FORWARDING" => c.nat_forwarding = boolean(file, &l)?,
+            "ENABLE_IPT_FORWARDING" | "ENABLE_NFT_FORWARDING" => {
+                c.nat_forwarding = boolean(file, &l)?
+            }
             "ENABLE_IPT_LOCAL_NAT" | "ENABLE_NFT_LOCAL_NAT" => c.nat_local = boolean(file, &l)?,
             "IPT_INPUT_ACCESS" => {
-                c.ipt.input = postern_fw::iptables::Access::parse(&l.value)
-                    .map_err(|e| err(file, &l, e))?;
+                c.ipt.input =
+                    postern_fw::iptables::Access::parse(&l.value).map_err(|e| err(file, &l, e))?;
             }
             "FIREWALL_EXE" => {
                 let p = PathBuf::from(&l.value);
-                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 c.ipt.ip6tables = p.with_file_name(name.replacen("iptables", "ip6tables", 1));
                 c.ipt.iptables = p;
             }
@@ -683,7 +714,16 @@ impl ServerConfig {
             "FLUSH_IPT_AT_EXIT",
             yn(self.flush_at_exit)
         ));
-        s.push_str(&format!("{:<28}nftables\n", "FIREWALL_TYPE"));
+        s.push_str(&format!(
+            "{:<28}{}\n",
+            "FIREWALL_TYPE",
+            match self.firewall_type {
+                Some(FirewallType::Nftables) => "nftables",
+                Some(FirewallType::Iptables) => "iptables",
+                Some(FirewallType::Firewalld) => "firewalld",
+                None => "(not set: chosen from the host at start, see --check-config)",
+            }
+        ));
         let fam = match self.nft_table.0 {
             Family::Inet => "inet",
             Family::Ip => "ip",
@@ -778,7 +818,8 @@ mod tests {
 
     #[test]
     fn no_effect_directives_are_noted() {
-        let (c, notes) = p("PCAP_LOOP_SLEEP 100000\nIPT_INPUT_ACCESS ACCEPT, filter, INPUT, 2, FWKNOP_INPUT, 1\nFIREWD_INPUT_ACCESS x\nIPT_DNAT_ACCESS DNAT, nat, PREROUTING, 1, FWKNOP_PREROUTING, 1\n").unwrap();
+        let (c, notes) = p("PCAP_LOOP_SLEEP 100000\nIPT_INPUT_ACCESS ACCEPT, filter, INPUT, 2, FWKNOP_INPUT, 1\nFIREWD_INPUT_ACCESS x\nIPT_SNAT_ACCESS SNAT, nat, POSTROUTING, 1, FWKNOP_POSTROUTING, 1\nIPT_DNAT_ACCESS DNAT, nat, PREROUTING, 2, FWKNOP_PREROUTING, 1\n").unwrap();
+        assert_eq!(c.ipt.dnat.jump_position, 2);
         assert_eq!(c.ipt.input.jump_position, 2);
         assert_eq!(notes.len(), 3);
         assert_eq!(notes[0].to_string(), "/etc/postern/fwknopd.conf:1: PCAP_LOOP_SLEEP has no effect: posternd has no pcap polling loop");

@@ -7,6 +7,7 @@ mod commands;
 mod config_errors;
 mod cycle;
 mod faults;
+mod firewalld;
 mod fleet;
 mod hostile;
 mod lab;
