@@ -199,12 +199,18 @@ impl Daemon {
         });
     }
 
-    /// Install the firewall base.
+    /// Install the firewall base. On success the run begins: the replay store's
+    /// clean-shutdown marker is taken away (see [`ReplayStore::begin`]).
     pub fn setup_firewall(&mut self) -> Result<(), postern_fw::Error> {
         if self.test_mode {
             return Ok(());
         }
-        self.fw.setup(self.config.server.flush_at_init)
+        self.fw.setup(self.config.server.flush_at_init)?;
+        self.replay.begin();
+        if let Some(why) = self.replay.degraded() {
+            log::error(&format!("{why}: the replay store runs IN MEMORY ONLY"));
+        }
+        Ok(())
     }
 
     /// The firewall's description.
@@ -1336,8 +1342,14 @@ mod tests {
             .collect();
         let out = d.apply_batch(batch, at(T));
         assert!(out.iter().all(|o| refused_for(o, "firewall change failed")));
-        assert_eq!(d.counters.firewall_errors, 2);
+        // Two grants refused, and three attempts to put the open grant back after the
+        // base was reinstalled (the firewall refuses those too).
+        assert_eq!(d.counters.firewall_errors, 5);
         assert_eq!(mem.record.lock().unwrap().batches, vec![2]);
+        // Once it accepts again, a repair puts the open grants back.
+        *mem.fail_apply.lock().unwrap() = None;
+        assert_eq!(d.reconcile(at(T + 1)), 1);
+        assert_eq!(mem.record.lock().unwrap().grants.last().unwrap().port, 22);
     }
 
     #[test]

@@ -65,8 +65,16 @@ pub fn log(level: Level, msg: &str) {
             return;
         }
     }
-    eprintln!("posternd: {tag}{msg}");
+    // Under systemd, standard error goes to the journal: a `<N>` prefix gives each line
+    // its priority (journald's SyslogLevelPrefix), so errors are not "info".
+    if *JOURNAL.get_or_init(|| std::env::var_os("JOURNAL_STREAM").is_some()) {
+        eprintln!("<{}>posternd: {tag}{msg}", prio & 7);
+    } else {
+        eprintln!("posternd: {tag}{msg}");
+    }
 }
+
+static JOURNAL: OnceLock<bool> = OnceLock::new();
 
 /// Log at info level.
 pub fn info(msg: &str) {

@@ -298,18 +298,32 @@ impl ReplayStore {
             writeln!(file)?;
             file.sync_data()?;
         }
-        // The marker says the previous run synced and closed the file; it is removed now,
-        // so a crash from here on is seen at the next start.
-        let clean = match std::fs::remove_file(marker(path)) {
-            Ok(()) => {
-                sync_dir(path)?;
-                true
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => return Err(e),
-        };
+        // The marker says the previous run synced and closed the file. It is removed by
+        // `begin`, when this run starts acting, so a start that fails before that (a bad
+        // interface, a firewall error) leaves it, and a crash from then on is seen.
+        let clean = marker(path).exists();
         self.file = Some(file);
         Ok(clean)
+    }
+
+    /// This run starts acting on packets: take the clean-shutdown marker away, so a
+    /// crash from now on is seen at the next start. A failure switches the store to
+    /// memory only (the next start will not trust the file).
+    pub fn begin(&mut self) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        if self.degraded.is_some() {
+            return;
+        }
+        let r = match std::fs::remove_file(marker(&path)) {
+            Ok(()) => sync_dir(&path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            self.degrade(format!("cannot remove the clean-shutdown marker: {e}"));
+        }
     }
 
     /// Go on in memory only, for the rest of this run.
@@ -555,6 +569,14 @@ mod tests {
         assert!(marker(&path).exists());
         let o = ReplayStore::open(&path, None, at(1100), 240, 100_000);
         assert!(o.trusted && !o.unclean);
+        // A start that fails before acting leaves the marker for the next one.
+        drop(o);
+        let mut o = ReplayStore::open(&path, None, at(1100), 240, 100_000);
+        assert!(
+            o.trusted,
+            "a failed start made the next one distrust the file"
+        );
+        o.store.begin();
         assert!(!marker(&path).exists(), "a crash from now on must be seen");
         assert!(o.store.contains(&key(1)) && o.store.contains(&key(2)));
         let mut s = ReplayStore::open(&path, None, at(1300), 240, 100_000).store;

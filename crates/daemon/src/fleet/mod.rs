@@ -251,7 +251,8 @@ impl Fleet {
                 }
                 other => {
                     self.counts[2] += 1;
-                    Claim::Down(format!("Redis: unexpected claim reply {other:?}"))
+                    let _ = other;
+                    Claim::Down("Redis: an unexpected reply to a claim".into())
                 }
             })
             .collect()

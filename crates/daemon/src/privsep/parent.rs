@@ -94,6 +94,8 @@ pub fn spawn(
         // One malloc arena: less memory, and no arena creation (which reads files)
         // under contention between the reader threads.
         .env("MALLOC_ARENA_MAX", "1")
+        // Its standard error is a pipe to this process, not the journal.
+        .env_remove("JOURNAL_STREAM")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
