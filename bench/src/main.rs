@@ -97,7 +97,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "fwknopd-udp,fwknopd-udp-fast,fwknopd-pcap,fwknopd-pcap-fast,posternd-udp,posternd-afpacket"
+        default_value = "fwknopd-udp,fwknopd-udp-fast,fwknopd-pcap,fwknopd-pcap-fast,posternd-udp,posternd-afpacket,posternd-fleet"
     )]
     servers: Vec<String>,
     /// The posternd binary (build it with --release first).
@@ -113,16 +113,19 @@ enum Kind {
     FwknopdPcapFast,
     PosterndUdp,
     PosterndAfPacket,
+    /// posternd-afpacket with the fleet's shared replay window (Redis in its namespace).
+    PosterndFleet,
 }
 
 impl Kind {
-    const ALL: [Kind; 6] = [
+    const ALL: [Kind; 7] = [
         Kind::FwknopdUdp,
         Kind::FwknopdUdpFast,
         Kind::FwknopdPcap,
         Kind::FwknopdPcapFast,
         Kind::PosterndUdp,
         Kind::PosterndAfPacket,
+        Kind::PosterndFleet,
     ];
     fn parse(s: &str) -> Result<Kind> {
         Kind::ALL
@@ -138,6 +141,7 @@ impl Kind {
             Kind::FwknopdPcapFast => "fwknopd-pcap-fast",
             Kind::PosterndUdp => "posternd-udp",
             Kind::PosterndAfPacket => "posternd-afpacket",
+            Kind::PosterndFleet => "posternd-fleet",
         }
     }
     fn is_fwknopd(self) -> bool {
@@ -384,8 +388,15 @@ struct Lab {
     /// The server's interface in its namespace.
     iface: String,
     server: Option<Proc>,
+    /// The fleet's Redis (posternd-fleet).
+    redis: Option<Proc>,
     posternd: PathBuf,
 }
+
+/// The fleet's Redis port on the server namespace's loopback (posternd-fleet).
+const FLEET_REDIS_PORT: u16 = 6379;
+/// A fleet key for the benchmark only.
+const FLEET_KEY: &str = "YmVuY2gtZmxlZXQta2V5LWJlbmNoLWZsZWV0LWtleS1iZW5jaA==";
 
 fn write_600(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text)?;
@@ -446,10 +457,17 @@ impl Lab {
             } else {
                 format!("PCAP_INTF {iface}\n")
             };
+            let fleet = if kind == Kind::PosterndFleet {
+                format!(
+                    "FLEET_REDIS_URL redis://127.0.0.1:{FLEET_REDIS_PORT}/0\nFLEET_KEY_BASE64 {FLEET_KEY}\nFLEET_GATEWAY_NAME bench\n"
+                )
+            } else {
+                String::new()
+            };
             write_600(
                 &dir.join("fwknopd.conf"),
                 &format!(
-                    "{intake}NFT_DEFAULT_DROP Y\nDIGEST_FILE {}\nMAX_REPLAY_ENTRIES 400000\nACCESS_FILE {}\n",
+                    "{intake}NFT_DEFAULT_DROP Y\nDIGEST_FILE {}\nMAX_REPLAY_ENTRIES 400000\nACCESS_FILE {}\n{fleet}",
                     p("digest"),
                     p("access.conf")
                 ),
@@ -464,6 +482,7 @@ impl Lab {
             _svc: svc,
             iface,
             server: None,
+            redis: None,
             posternd: posternd.to_owned(),
         })
     }
@@ -502,6 +521,28 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(300));
             proc
         } else {
+            if self.kind == Kind::PosterndFleet && self.redis.is_none() {
+                // The fleet's Redis, on the server namespace's loopback.
+                let log = self.dir.join("redis.log");
+                let r = self.srv.spawn(
+                    &[
+                        "redis-server",
+                        "--bind",
+                        "127.0.0.1",
+                        "--port",
+                        &FLEET_REDIS_PORT.to_string(),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        &self.dir.0.display().to_string(),
+                    ],
+                    &log,
+                );
+                wait_for_line(&log, "Ready to accept connections", Duration::from_secs(10));
+                self.redis = Some(r);
+            }
             let bin = self.posternd.display().to_string();
             let proc = self.srv.spawn(
                 &[&bin, "-f", "-c", &p("fwknopd.conf"), "-r", &p("run")],
@@ -1364,7 +1405,8 @@ fn rows(cli: &Cli) -> Vec<Row> {
 }
 
 /// The ratio columns: posternd against each fwknopd it is compared with.
-const RATIOS: [(Kind, Kind); 5] = [
+const RATIOS: [(Kind, Kind); 6] = [
+    (Kind::PosterndFleet, Kind::PosterndAfPacket),
     (Kind::PosterndUdp, Kind::FwknopdUdp),
     (Kind::PosterndUdp, Kind::FwknopdUdpFast),
     (Kind::PosterndAfPacket, Kind::FwknopdUdp),
