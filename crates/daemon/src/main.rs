@@ -337,13 +337,22 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
                 daemon.handle(&d, Now::read());
             }
             Ok(Event::Fleet(ev)) => match ev {
-                posternd::fleet::StreamEvent::Message { text, sig, .. } => {
+                posternd::fleet::StreamEvent::Message { id, text, sig } => {
+                    if let Some(f) = daemon.fleet.as_mut() {
+                        f.stream_message(&id);
+                    }
                     daemon.apply_fleet(&text, &sig, Now::read());
                 }
                 posternd::fleet::StreamEvent::Connected => {
+                    if let Some(f) = daemon.fleet.as_mut() {
+                        f.stream_state(None);
+                    }
                     log::info("fleet: following the grant stream");
                 }
                 posternd::fleet::StreamEvent::Lost(why) => {
+                    if let Some(f) = daemon.fleet.as_mut() {
+                        f.stream_state(Some(why.clone()));
+                    }
                     if fleet_lost_logged
                         .is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(30))
                     {

@@ -48,6 +48,9 @@ pub struct Fleet {
     /// Claims won, lost, and not answered; messages published and failed.
     pub counts: [u64; 5],
     warned: Option<Instant>,
+    /// The grant stream: following it, its last error, and how late the last message
+    /// was handled (ms after it was published), messages received.
+    stream: (bool, Option<String>, Option<u64>, u64),
 }
 
 /// The Redis client a fleet configuration describes (password and TLS CA applied).
@@ -100,6 +103,7 @@ impl Fleet {
             last_error: None,
             counts: [0; 5],
             warned: None,
+            stream: (false, None, None, 0),
         })
     }
 
@@ -309,6 +313,25 @@ impl Fleet {
         }
     }
 
+    /// The stream reader connected (`None`) or lost its connection (why).
+    pub fn stream_state(&mut self, lost: Option<String>) {
+        self.stream.0 = lost.is_none();
+        if lost.is_some() {
+            self.stream.1 = lost;
+        }
+    }
+
+    /// A stream message arrived: its id (`<ms>-<seq>`) gives how late it is handled.
+    pub fn stream_message(&mut self, id: &str) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if let Some(ms) = id.split('-').next().and_then(|m| m.parse::<u64>().ok()) {
+            self.stream.2 = Some(now_ms.saturating_sub(ms));
+        }
+        self.stream.3 += 1;
+    }
+
     /// For `posternd status`.
     pub fn health(&self) -> serde_json::Value {
         serde_json::json!({
@@ -322,6 +345,10 @@ impl Fleet {
             "claims_unanswered": self.counts[2],
             "published": self.counts[3],
             "publish_failed": self.counts[4],
+            "stream_following": self.stream.0,
+            "stream_last_error": self.stream.1,
+            "stream_lag_ms": self.stream.2,
+            "stream_messages": self.stream.3,
         })
     }
 }

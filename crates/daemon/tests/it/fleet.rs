@@ -345,6 +345,9 @@ fn a_fleet_shares_one_replay_window_and_its_grants() {
     assert!(knocked.elapsed() < Duration::from_secs(8));
     let h = &gws[1].status()["fleet"];
     assert_eq!(h["connected"], true, "{h}");
+    assert_eq!(h["stream_following"], true, "{h}");
+    assert!(h["stream_messages"].as_u64().unwrap() >= 1, "{h}");
+    assert!(h["stream_lag_ms"].as_u64().unwrap() < 5_000, "{h}");
     assert!(h["redis"].as_str().unwrap().contains(REDIS) && !h.to_string().contains(PASSWORD));
 }
 
