@@ -10,11 +10,14 @@ pkgs=(fwknop-client fwknop-server nftables iptables iproute2 python3 systemd sys
 # firewalld: its tests run their own firewalld in a namespace, on a bus of their own. Masked
 # before its first install (as `systemctl mask` does), so that the package never enables or
 # starts it on this host, where it would take over the firewall.
-if ! dpkg-query -W -f='${Status}' firewalld 2>/dev/null | grep -q 'install ok installed' \
-    && [ ! -e /etc/systemd/system/firewalld.service ]; then
-    mkdir -p /etc/systemd/system
-    ln -s /dev/null /etc/systemd/system/firewalld.service
-fi
+# redis-server likewise: the fleet tests start their own, on namespace addresses.
+for unit in firewalld redis-server; do
+    if ! dpkg-query -W -f='${Status}' "$unit" 2>/dev/null | grep -q 'install ok installed' \
+        && [ ! -e "/etc/systemd/system/$unit.service" ]; then
+        mkdir -p /etc/systemd/system
+        ln -s /dev/null "/etc/systemd/system/$unit.service"
+    fi
+done
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -97,7 +97,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "fwknopd-udp,fwknopd-udp-fast,fwknopd-pcap,fwknopd-pcap-fast,posternd-udp,posternd-afpacket,posternd-fleet"
+        default_value = "fwknopd-udp,fwknopd-udp-fast,fwknopd-pcap,fwknopd-pcap-fast,posternd-udp,posternd-afpacket,posternd-fleet,posternd-fleet-wait"
     )]
     servers: Vec<String>,
     /// The posternd binary (build it with --release first).
@@ -115,10 +115,12 @@ enum Kind {
     PosterndAfPacket,
     /// posternd-afpacket with the fleet's shared replay window (Redis in its namespace).
     PosterndFleet,
+    /// posternd-fleet with `FLEET_REDIS_WAIT 1` and a replica.
+    PosterndFleetWait,
 }
 
 impl Kind {
-    const ALL: [Kind; 7] = [
+    const ALL: [Kind; 8] = [
         Kind::FwknopdUdp,
         Kind::FwknopdUdpFast,
         Kind::FwknopdPcap,
@@ -126,6 +128,7 @@ impl Kind {
         Kind::PosterndUdp,
         Kind::PosterndAfPacket,
         Kind::PosterndFleet,
+        Kind::PosterndFleetWait,
     ];
     fn parse(s: &str) -> Result<Kind> {
         Kind::ALL
@@ -142,6 +145,7 @@ impl Kind {
             Kind::PosterndUdp => "posternd-udp",
             Kind::PosterndAfPacket => "posternd-afpacket",
             Kind::PosterndFleet => "posternd-fleet",
+            Kind::PosterndFleetWait => "posternd-fleet-wait",
         }
     }
     fn is_fwknopd(self) -> bool {
@@ -155,6 +159,10 @@ impl Kind {
             self,
             Kind::FwknopdUdp | Kind::FwknopdUdpFast | Kind::PosterndUdp
         )
+    }
+    /// posternd with the fleet's shared replay window.
+    fn is_fleet(self) -> bool {
+        matches!(self, Kind::PosterndFleet | Kind::PosterndFleetWait)
     }
     /// fwknopd with [`FWKNOPD_TUNED`] (live and offline).
     fn is_tuned(self) -> bool {
@@ -388,8 +396,8 @@ struct Lab {
     /// The server's interface in its namespace.
     iface: String,
     server: Option<Proc>,
-    /// The fleet's Redis (posternd-fleet).
-    redis: Option<Proc>,
+    /// The fleet's Redis, and its replica (posternd-fleet, posternd-fleet-wait).
+    redis: Vec<Proc>,
     posternd: PathBuf,
 }
 
@@ -457,9 +465,14 @@ impl Lab {
             } else {
                 format!("PCAP_INTF {iface}\n")
             };
-            let fleet = if kind == Kind::PosterndFleet {
+            let fleet = if kind.is_fleet() {
                 format!(
-                    "FLEET_REDIS_URL redis://127.0.0.1:{FLEET_REDIS_PORT}/0\nFLEET_KEY_BASE64 {FLEET_KEY}\nFLEET_GATEWAY_NAME bench\n"
+                    "FLEET_REDIS_URL redis://127.0.0.1:{FLEET_REDIS_PORT}/0\nFLEET_KEY_BASE64 {FLEET_KEY}\nFLEET_GATEWAY_NAME bench\n{}",
+                    if kind == Kind::PosterndFleetWait {
+                        "FLEET_REDIS_WAIT 1\nFLEET_REDIS_TIMEOUT_MS 200\n"
+                    } else {
+                        ""
+                    }
                 )
             } else {
                 String::new()
@@ -482,7 +495,7 @@ impl Lab {
             _svc: svc,
             iface,
             server: None,
-            redis: None,
+            redis: Vec::new(),
             posternd: posternd.to_owned(),
         })
     }
@@ -521,27 +534,45 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(300));
             proc
         } else {
-            if self.kind == Kind::PosterndFleet && self.redis.is_none() {
-                // The fleet's Redis, on the server namespace's loopback.
-                let log = self.dir.join("redis.log");
-                let r = self.srv.spawn(
-                    &[
+            if self.kind.is_fleet() && self.redis.is_empty() {
+                // The fleet's Redis, on the server namespace's loopback (and a replica of
+                // it for FLEET_REDIS_WAIT).
+                let replicas: &[u16] = if self.kind == Kind::PosterndFleetWait {
+                    &[FLEET_REDIS_PORT + 1]
+                } else {
+                    &[]
+                };
+                for port in std::iter::once(FLEET_REDIS_PORT).chain(replicas.iter().copied()) {
+                    let log = self.dir.join(&format!("redis-{port}.log"));
+                    let dir = self.dir.join(&format!("redis-{port}"));
+                    std::fs::create_dir_all(&dir)?;
+                    let port_s = port.to_string();
+                    let primary = format!("127.0.0.1 {FLEET_REDIS_PORT}");
+                    let mut argv = vec![
                         "redis-server",
                         "--bind",
                         "127.0.0.1",
                         "--port",
-                        &FLEET_REDIS_PORT.to_string(),
+                        &port_s,
                         "--save",
                         "",
                         "--appendonly",
                         "no",
-                        "--dir",
-                        &self.dir.0.display().to_string(),
-                    ],
-                    &log,
-                );
-                wait_for_line(&log, "Ready to accept connections", Duration::from_secs(10));
-                self.redis = Some(r);
+                    ];
+                    let dir_s = dir.display().to_string();
+                    argv.extend(["--dir", &dir_s]);
+                    if port != FLEET_REDIS_PORT {
+                        argv.extend(["--replicaof", &primary]);
+                    }
+                    let r = self.srv.spawn(&argv, &log);
+                    let ready = if port == FLEET_REDIS_PORT {
+                        "Ready to accept connections"
+                    } else {
+                        "MASTER <-> REPLICA sync: Finished with success"
+                    };
+                    wait_for_line(&log, ready, Duration::from_secs(15));
+                    self.redis.push(r);
+                }
             }
             let bin = self.posternd.display().to_string();
             let proc = self.srv.spawn(
@@ -1405,8 +1436,9 @@ fn rows(cli: &Cli) -> Vec<Row> {
 }
 
 /// The ratio columns: posternd against each fwknopd it is compared with.
-const RATIOS: [(Kind, Kind); 6] = [
+const RATIOS: [(Kind, Kind); 7] = [
     (Kind::PosterndFleet, Kind::PosterndAfPacket),
+    (Kind::PosterndFleetWait, Kind::PosterndFleet),
     (Kind::PosterndUdp, Kind::FwknopdUdp),
     (Kind::PosterndUdp, Kind::FwknopdUdpFast),
     (Kind::PosterndAfPacket, Kind::FwknopdUdp),
