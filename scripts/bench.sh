@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark posternd against fwknopd 2.6.10 in network namespaces and write
 # bench/RESULTS.md (see bench/README.md). Run as root on an otherwise idle machine.
-#   sudo ./scripts/bench.sh                 # 3 runs of everything (about 25 minutes)
-#   sudo ./scripts/bench.sh --runs 1        # a quick look
-#   sudo ./scripts/bench.sh --runs 1 --servers fwknopd-pcap-fast,posternd-afpacket \
+#   ./scripts/bench.sh                 # 3 runs of everything (about 30 minutes)
+#   ./scripts/bench.sh --runs 1        # a quick look
+#   ./scripts/bench.sh --runs 1 --servers fwknopd-pcap-fast,posternd-afpacket \
 #        --out /tmp/fast.md                 # posternd against fwknopd at its fastest
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -5,7 +5,7 @@
 # starts posternd protecting a small TCP service on the server, and walks through:
 # closed to everyone -> a knock from the client -> open for the client only -> closed
 # again when the grant expires. Everything it creates is removed at the end.
-#   sudo ./scripts/demo.sh
+#   ./scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

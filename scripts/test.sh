@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the tests need on a Debian 12 machine, then run every check and
 # every test. Run as root (tests use network namespaces and the real fwknop).
-#   sudo ./scripts/test.sh            # everything
+#   ./scripts/test.sh            # everything
 #   FUZZ_SECONDS=0 ./scripts/test.sh  # skip the fuzz smoke run
 set -euo pipefail
 cd "$(dirname "$0")/.."
