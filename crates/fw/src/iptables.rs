@@ -247,8 +247,14 @@ impl Iptables {
         }
     }
 
-    fn ipt(&self, v6: bool, args: &[&str]) -> Result<String, Error> {
-        self.ipt_in(v6, &self.cfg.input.table, args)
+    /// Create an ipset (if missing) whose entries carry their own timeouts (a default
+    /// of 0 means "none").
+    fn create_set(&self, name: &str, kind: &str, v6: bool) -> Result<(), Error> {
+        let family = if v6 { "inet6" } else { "inet" };
+        let args = [
+            "create", name, kind, "family", family, "timeout", "0", "-exist",
+        ];
+        run(&self.cfg.ipset, &args, None).map(|_| ())
     }
 
     fn ipt_in(&self, v6: bool, table: &str, args: &[&str]) -> Result<String, Error> {
@@ -371,21 +377,7 @@ impl Iptables {
     fn ensure_dnat(&self, n: &crate::Nat, proto: Protocol) -> Result<(), Error> {
         let v6 = n.to.is_ipv6();
         let set = self.dnat_set(n, proto);
-        let family = if v6 { "inet6" } else { "inet" };
-        run(
-            &self.cfg.ipset,
-            &[
-                "create",
-                &set,
-                "hash:ip,port",
-                "family",
-                family,
-                "timeout",
-                "0",
-                "-exist",
-            ],
-            None,
-        )?;
+        self.create_set(&set, "hash:ip,port", v6)?;
         let rule = self.dnat_rule(n, proto);
         let t = self.cfg.dnat.table.as_str();
         let chain = self.cfg.dnat.to_chain.as_str();
@@ -467,17 +459,6 @@ impl Iptables {
         ]
     }
 
-    fn jump_rule(&self) -> Vec<String> {
-        vec!["-j".into(), self.cfg.input.to_chain.clone()]
-    }
-
-    /// `-C`: whether a rule exists.
-    fn has_rule(&self, v6: bool, chain: &str, rule: &[String]) -> bool {
-        let mut a: Vec<&str> = vec!["-C", chain];
-        a.extend(rule.iter().map(String::as_str));
-        self.ipt(v6, &a).is_ok()
-    }
-
     fn entry(g: &Grant) -> String {
         format!("{},{}:{}", g.source, g.proto.name(), g.port)
     }
@@ -537,70 +518,16 @@ impl Firewall for Iptables {
     fn setup(&mut self, flush: bool) -> Result<(), Error> {
         for v6 in self.families() {
             let set = self.set(v6);
-            let family = if v6 { "inet6" } else { "inet" };
-            // The set, with per-entry timeouts (a default of 0 means "none").
-            run(
-                &self.cfg.ipset,
-                &[
-                    "create",
-                    &set,
-                    "hash:ip,port",
-                    "family",
-                    family,
-                    "timeout",
-                    "0",
-                    "-exist",
-                ],
-                None,
-            )?;
+            self.create_set(&set, "hash:ip,port", v6)?;
             if flush {
                 run(&self.cfg.ipset, &["flush", &set], None)?;
             }
-            let to = self.cfg.input.to_chain.clone();
-            let from = self.cfg.input.from_chain.clone();
             // posternd's chain (created if missing) holds one rule: the set match.
-            if self.ipt(v6, &["-S", &to]).is_err() {
-                self.ipt(v6, &["-N", &to])?;
-            }
             let accept = self.accept_rule(v6);
-            if !self.has_rule(v6, &to, &accept) {
-                let pos = self.cfg.input.rule_position.to_string();
-                let mut a: Vec<&str> = vec!["-I", &to, &pos];
-                a.extend(accept.iter().map(String::as_str));
-                if self.ipt(v6, &a).is_err() {
-                    // A position past the end of a short chain: append.
-                    let mut a: Vec<&str> = vec!["-A", &to];
-                    a.extend(accept.iter().map(String::as_str));
-                    self.ipt(v6, &a)?;
-                }
-            }
-            let jump = self.jump_rule();
-            if !self.has_rule(v6, &from, &jump) {
-                let pos = self.cfg.input.jump_position.to_string();
-                let mut a: Vec<&str> = vec!["-I", &from, &pos];
-                a.extend(jump.iter().map(String::as_str));
-                if self.ipt(v6, &a).is_err() {
-                    let mut a: Vec<&str> = vec!["-A", &from];
-                    a.extend(jump.iter().map(String::as_str));
-                    self.ipt(v6, &a)?;
-                }
-            }
+            self.ensure_chain(v6, &self.cfg.input.clone(), Some(&accept))?;
             if self.cfg.nat {
                 let fwd = self.fwd_set(v6);
-                run(
-                    &self.cfg.ipset,
-                    &[
-                        "create",
-                        &fwd,
-                        "hash:ip,port,ip",
-                        "family",
-                        family,
-                        "timeout",
-                        "0",
-                        "-exist",
-                    ],
-                    None,
-                )?;
+                self.create_set(&fwd, "hash:ip,port,ip", v6)?;
                 if flush {
                     run(&self.cfg.ipset, &["flush", &fwd], None)?;
                 }
@@ -682,19 +609,9 @@ impl Firewall for Iptables {
     fn shutdown(&mut self) -> Result<(), Error> {
         let mut first_error = None;
         for v6 in self.families() {
-            let from = self.cfg.input.from_chain.clone();
-            let to = self.cfg.input.to_chain.clone();
-            let jump = self.jump_rule();
-            while self.has_rule(v6, &from, &jump) {
-                let mut a: Vec<&str> = vec!["-D", &from];
-                a.extend(jump.iter().map(String::as_str));
-                if let Err(e) = self.ipt(v6, &a) {
-                    first_error.get_or_insert(e);
-                    break;
-                }
+            if let Err(e) = self.remove_chain(v6, &self.cfg.input.clone()) {
+                first_error.get_or_insert(e);
             }
-            let _ = self.ipt(v6, &["-F", &to]);
-            let _ = self.ipt(v6, &["-X", &to]);
             if let Err(e) = run(&self.cfg.ipset, &["destroy", &self.set(v6)], None) {
                 first_error.get_or_insert(e);
             }
