@@ -143,35 +143,16 @@ fn suite(backend: Backend) {
         "{b}: replay after restart opened"
     );
     // IPv6 (the real fwknop client has no IPv6 allow address: postern knocks).
-    let out = lab
-        .c1
-        .cmd(&crate::lab::postern_bin())
-        .args([
-            "--no-rc-file",
-            "--no-save-args",
-            "--key-rijndael",
-            "enc-1",
-            "--key-hmac",
-            "hmac-1",
-        ])
-        .args([
-            "-A",
-            "tcp/22",
-            "-a",
-            C16,
-            "-D",
-            SRV6,
-            "--time-offset-plus",
-            "1",
-        ])
-        .env("HOME", &lab.dir.0)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab.postern(&[
+        "-A",
+        "tcp/22",
+        "-a",
+        C16,
+        "-D",
+        SRV6,
+        "--time-offset-plus",
+        "1",
+    ]);
     assert!(
         lab.c1.wait_open(SRV6, 22, Duration::from_secs(5)),
         "{b}: IPv6\n{}",

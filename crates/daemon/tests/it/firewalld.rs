@@ -374,22 +374,7 @@ fn firewalld_rich_rules_with_timeouts() {
     // address), a client timeout of 60 s.
     lab.configure(&format!("{SERVER}FIREWD_ZONE drop\n"), ACCESS);
     bus.start_posternd(&mut lab);
-    let out = lab
-        .c1
-        .cmd(&crate::lab::postern_bin())
-        .args([
-            "--no-rc-file",
-            "--no-save-args",
-            "--key-rijndael",
-            "enc-1",
-            "--key-hmac",
-            "hmac-1",
-        ])
-        .args(["-A", "tcp/22", "-a", C16, "-D", SRV6, "-f", "60"])
-        .env("HOME", &lab.dir.0)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    lab.postern(&["-A", "tcp/22", "-a", C16, "-D", SRV6, "-f", "60"]);
     assert!(
         lab.c1.wait_open(SRV6, 22, Duration::from_secs(5)),
         "IPv6\n{}",

@@ -133,6 +133,30 @@ impl Lab {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Knock with postern from c1 with the lab's keys (`enc-1` / `hmac-1`, no rc file).
+    pub fn postern(&self, args: &[&str]) {
+        let out = self
+            .c1
+            .cmd(&postern_bin())
+            .args([
+                "--no-rc-file",
+                "--no-save-args",
+                "--key-rijndael",
+                "enc-1",
+                "--key-hmac",
+                "hmac-1",
+            ])
+            .args(args)
+            .env("HOME", &self.dir.0)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "postern {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Knock with the real fwknop client from `ns`; returns the packet it sent.
     pub fn fwknop(&self, ns: &Netns, args: &[&str]) -> String {
         let out = ns

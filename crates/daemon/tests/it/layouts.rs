@@ -7,34 +7,11 @@ use std::time::Duration;
 
 use crate::lab::{ready, Lab, C1, C16, SRV, SRV6};
 
-fn postern(lab: &Lab, args: &[&str]) {
-    let out = lab
-        .c1
-        .cmd(&crate::lab::postern_bin())
-        .args([
-            "--no-rc-file",
-            "--no-save-args",
-            "--key-rijndael",
-            "enc-1",
-            "--key-hmac",
-            "hmac-1",
-        ])
-        .args(args)
-        .env("HOME", &lab.dir.0)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "postern {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 const ACCESS: &str = "SOURCE ANY\nKEY enc-1\nHMAC_KEY hmac-1\n";
 
 fn ipv4_and_ipv6(lab: &Lab, port4: u16, port6: u16) {
     let p4 = format!("tcp/{port4}");
-    postern(lab, &["-A", &p4, "-a", C1, "-D", SRV]);
+    lab.postern(&["-A", &p4, "-a", C1, "-D", SRV]);
     assert!(
         lab.c1.wait_open(SRV, port4, Duration::from_secs(5)),
         "IPv4 knock\n{}",
@@ -45,7 +22,7 @@ fn ipv4_and_ipv6(lab: &Lab, port4: u16, port6: u16) {
         "IPv4 grant opened IPv6"
     );
     let p6 = format!("tcp/{port6}");
-    postern(lab, &["-A", &p6, "-a", C16, "-D", SRV6]);
+    lab.postern(&["-A", &p6, "-a", C16, "-D", SRV6]);
     assert!(
         lab.c1.wait_open(SRV6, port6, Duration::from_secs(5)),
         "IPv6 knock\n{}",
@@ -119,7 +96,7 @@ fn existing_table_layout_is_left_as_found() {
         !during.contains("table inet postern"),
         "layout b must not create its own table"
     );
-    postern(&lab, &["-A", "tcp/22", "-a", C1, "-D", SRV]);
+    lab.postern(&["-A", "tcp/22", "-a", C1, "-D", SRV]);
     assert!(
         lab.c1.wait_open(SRV, 22, Duration::from_secs(5)),
         "knock through the admin's chain\n{}",
@@ -191,7 +168,7 @@ fn drops_before_examination_are_counted_in_both_intakes() {
             dropped + examined <= 40_010,
             "{conf}: more counted than sent: {st}"
         );
-        postern(&lab, &["-A", &format!("tcp/{port}"), "-a", C1, "-D", SRV]);
+        lab.postern(&["-A", &format!("tcp/{port}"), "-a", C1, "-D", SRV]);
         assert!(
             lab.c1.wait_open(SRV, port, Duration::from_secs(5)),
             "{conf}: a knock after the flood did not open\n{}",
