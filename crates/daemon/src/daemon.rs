@@ -507,17 +507,12 @@ impl Daemon {
         let left = (m.deadline_ms - now_ms).div_ceil(1000);
         let ports = m.port_specs().ok()?;
         let allowed = |s: &crate::config::Stanza| {
-            let listed = |rules: &[crate::config::PortRule], p: &postern_proto::PortSpec| {
-                rules.iter().any(|r| r.proto == p.proto && r.port == p.port)
-            };
             s.fleet_grants
                 && s.source.iter().any(|n| n.contains(m.source))
                 && left <= s.fw_access_timeout.max(s.max_fw_timeout)
                 && s.access_expire.is_none_or(|e| now.wall < e)
-                && ports.iter().all(|p| {
-                    s.open_ports.as_deref().is_none_or(|o| listed(o, p))
-                        && !s.restrict_ports.as_deref().is_some_and(|r| listed(r, p))
-                })
+                && s.restricted_port(&ports).is_none()
+                && s.unopened_port(&ports).is_none()
         };
         let Some(stanza) = self
             .config

@@ -88,6 +88,11 @@ pub struct PortRule {
     pub port: u16,
 }
 
+/// Whether `rules` list exactly this protocol and port.
+fn listed(rules: &[PortRule], p: &postern_proto::PortSpec) -> bool {
+    rules.iter().any(|r| r.proto == p.proto && r.port == p.port)
+}
+
 impl std::fmt::Display for PortRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.proto.name(), self.port)
@@ -158,6 +163,24 @@ impl Stanza {
             ),
             self.line
         )
+    }
+
+    /// The first of `ports` that RESTRICT_PORTS lists.
+    pub fn restricted_port(
+        &self,
+        ports: &[postern_proto::PortSpec],
+    ) -> Option<postern_proto::PortSpec> {
+        let r = self.restrict_ports.as_deref()?;
+        ports.iter().copied().find(|p| listed(r, p))
+    }
+
+    /// The first of `ports` that OPEN_PORTS (when set) does not list.
+    pub fn unopened_port(
+        &self,
+        ports: &[postern_proto::PortSpec],
+    ) -> Option<postern_proto::PortSpec> {
+        let o = self.open_ports.as_deref()?;
+        ports.iter().copied().find(|p| !listed(o, p))
     }
 
     /// Whether this stanza applies to a packet from `src` to `dst`.

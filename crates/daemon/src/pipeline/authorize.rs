@@ -360,21 +360,11 @@ fn check_stanza(
             m.username,
         ));
     }
-    if let Some(r) = &s.restrict_ports {
-        if let Some(p) = ports
-            .iter()
-            .find(|p| r.iter().any(|x| x.proto == p.proto && x.port == p.port))
-        {
-            return Err(fail(Reason::PortRestricted(*p)));
-        }
+    if let Some(p) = s.restricted_port(&ports) {
+        return Err(fail(Reason::PortRestricted(p)));
     }
-    if let Some(o) = &s.open_ports {
-        if let Some(p) = ports
-            .iter()
-            .find(|p| !o.iter().any(|x| x.proto == p.proto && x.port == p.port))
-        {
-            return Err(fail(Reason::PortNotOpen(*p)));
-        }
+    if let Some(p) = s.unopened_port(&ports) {
+        return Err(fail(Reason::PortNotOpen(p)));
     }
     let timeout = timeout_for(s.max_fw_timeout, s.fw_access_timeout);
     // NAT translates the first requested port only, as fwknopd does.
