@@ -1,6 +1,7 @@
 //! AF_PACKET intake: a `SOCK_DGRAM` packet socket (network-layer frames, no link
-//! header) with a classic BPF program attached in the kernel, so only UDP datagrams to
-//! the SPA port ever reach user space. It sees packets before netfilter's input hook,
+//! header) with a classic BPF program attached in the kernel (compiled from the
+//! `PCAP_FILTER` expression by [`crate::filter`]), so only the datagrams the filter
+//! admits ever reach user space. It sees packets before netfilter's input hook,
 //! i.e. also the ones the firewall drops, and it listens on no port.
 //!
 //! The unsafe code is limited to the four syscalls (`socket`, `setsockopt`, `bind`,
@@ -10,59 +11,10 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use crate::filter::Filter;
 use crate::frame::{parse_ip, Datagram};
 
-/// One classic BPF instruction (`struct sock_filter`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Insn {
-    /// Opcode.
-    pub code: u16,
-    /// Jump if true (relative).
-    pub jt: u8,
-    /// Jump if false (relative).
-    pub jf: u8,
-    /// Constant.
-    pub k: u32,
-}
-
-const fn insn(code: u16, jt: u8, jf: u8, k: u32) -> Insn {
-    Insn { code, jt, jf, k }
-}
-
-// Classic BPF opcodes.
-const LDB_ABS: u16 = 0x30;
-const LDH_ABS: u16 = 0x28;
-const LDH_IND: u16 = 0x48;
-const LDXB_MSH: u16 = 0xb1;
-const AND_K: u16 = 0x54;
-const JEQ_K: u16 = 0x15;
-const JSET_K: u16 = 0x45;
-const RET_K: u16 = 0x06;
-
-/// The kernel filter: accept unfragmented IPv4 UDP and IPv6 UDP (no extension headers)
-/// to `port`, drop everything else. Offsets are into the network-layer packet.
-pub fn spa_filter(port: u16) -> Vec<Insn> {
-    let p = u32::from(port);
-    vec![
-        insn(LDB_ABS, 0, 0, 0),     // 0: A = first byte
-        insn(AND_K, 0, 0, 0xf0),    // 1: A &= version mask
-        insn(JEQ_K, 0, 7, 0x40),    // 2: IPv4? else -> 10
-        insn(LDB_ABS, 0, 0, 9),     // 3: A = protocol
-        insn(JEQ_K, 0, 11, 17),     // 4: UDP? else drop
-        insn(LDH_ABS, 0, 0, 6),     // 5: A = flags/fragment offset
-        insn(JSET_K, 9, 0, 0x1fff), // 6: fragment? drop
-        insn(LDXB_MSH, 0, 0, 0),    // 7: X = header length
-        insn(LDH_IND, 0, 0, 2),     // 8: A = UDP destination port
-        insn(JEQ_K, 5, 6, p),       // 9: port? accept : drop
-        insn(JEQ_K, 0, 5, 0x60),    // 10: IPv6? else drop
-        insn(LDB_ABS, 0, 0, 6),     // 11: A = next header
-        insn(JEQ_K, 0, 3, 17),      // 12: UDP? else drop
-        insn(LDH_ABS, 0, 0, 42),    // 13: A = UDP destination port
-        insn(JEQ_K, 0, 1, p),       // 14: port? accept : drop
-        insn(RET_K, 0, 0, 0xffff),  // 15: accept
-        insn(RET_K, 0, 0, 0),       // 16: drop
-    ]
-}
+pub use crate::filter::Insn;
 
 /// Kernel counters of a packet socket since the last read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,7 +29,7 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct PacketSocket {
     fd: OwnedFd,
-    port: u16,
+    filter: Filter,
     /// The interface name it listens on.
     pub iface: String,
 }
@@ -86,8 +38,14 @@ const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
 
 impl PacketSocket {
     /// Open a packet socket on `iface` (`any` for every interface) that receives only
-    /// UDP datagrams to `port`. Needs CAP_NET_RAW.
+    /// UDP datagrams to `port` (`udp port N`). Needs CAP_NET_RAW.
     pub fn open(iface: &str, port: u16) -> io::Result<PacketSocket> {
+        PacketSocket::open_filtered(iface, &Filter::udp_port(port))
+    }
+
+    /// Open a packet socket on `iface` (`any` for every interface) with `filter`
+    /// attached in the kernel. Needs CAP_NET_RAW.
+    pub fn open_filtered(iface: &str, filter: &Filter) -> io::Result<PacketSocket> {
         // SAFETY: plain syscall with constant arguments; the result is checked.
         let raw = unsafe {
             libc::socket(
@@ -101,7 +59,8 @@ impl PacketSocket {
         }
         // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let prog: Vec<libc::sock_filter> = spa_filter(port)
+        let prog: Vec<libc::sock_filter> = filter
+            .program()
             .iter()
             .map(|i| libc::sock_filter {
                 code: i.code,
@@ -158,14 +117,31 @@ impl PacketSocket {
         }
         Ok(PacketSocket {
             fd,
-            port,
+            filter: filter.clone(),
             iface: iface.to_owned(),
         })
     }
 
-    /// Receive the next datagram to the SPA port that arrived *to* this host (packets it
-    /// sends are skipped). Blocks.
+    /// Receive the next UDP datagram the filter admits that arrived *to* this host
+    /// (packets it sends are skipped). The filter is checked again here: packets queued
+    /// between `socket` and `SO_ATTACH_FILTER` were not filtered. Blocks.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Datagram> {
+        loop {
+            let n = self.recv_packet(buf)?;
+            let pkt = &buf[..n];
+            if !self.filter.matches(pkt) {
+                continue;
+            }
+            if let Some(d) = parse_ip(pkt, None) {
+                return Ok(d);
+            }
+        }
+    }
+
+    /// Receive the next network-layer packet that the kernel filter passed and that
+    /// arrived *to* this host, as it came (no check in user space); its length in `buf`.
+    /// Blocks (up to the read timeout, if one is set).
+    pub fn recv_packet(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             // SAFETY: all-zero is a valid sockaddr_ll.
             let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -191,11 +167,37 @@ impl PacketSocket {
             if sll.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
-            let n = usize::try_from(n).unwrap_or(0).min(buf.len());
-            if let Some(d) = parse_ip(&buf[..n], Some(self.port)) {
-                return Ok(d);
-            }
+            return Ok(usize::try_from(n).unwrap_or(0).min(buf.len()));
         }
+    }
+
+    /// Make `recv`/`recv_packet` fail with `WouldBlock` after `timeout` without a packet
+    /// (`None`: block for ever).
+    pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        let t = timeout.unwrap_or_default();
+        let tv = libc::timeval {
+            tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_usec: libc::suseconds_t::from(t.subsec_micros() as i32),
+        };
+        // SAFETY: `tv` is a valid timeval for reads of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The filter attached to this socket.
+    pub fn filter(&self) -> &Filter {
+        &self.filter
     }
 
     /// Set the receive buffer (see [`crate::set_receive_buffer`]).
@@ -228,70 +230,5 @@ impl PacketSocket {
             packets: st.tp_packets,
             drops: st.tp_drops,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A tiny classic-BPF interpreter, enough to check the filter's jumps.
-    fn run(prog: &[Insn], pkt: &[u8]) -> u32 {
-        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
-        let byte = |i: usize| u32::from(*pkt.get(i).unwrap_or(&0));
-        let half = |i: usize| (byte(i) << 8) | byte(i + 1);
-        loop {
-            let i = prog[pc];
-            pc += 1;
-            match i.code {
-                LDB_ABS => a = byte(i.k as usize),
-                LDH_ABS => a = half(i.k as usize),
-                LDH_IND => a = half((x + i.k) as usize),
-                LDXB_MSH => x = (byte(i.k as usize) & 0xf) * 4,
-                AND_K => a &= i.k,
-                JEQ_K => pc += usize::from(if a == i.k { i.jt } else { i.jf }),
-                JSET_K => pc += usize::from(if a & i.k != 0 { i.jt } else { i.jf }),
-                RET_K => return i.k,
-                _ => panic!("unknown opcode"),
-            }
-        }
-    }
-
-    #[test]
-    fn filter_accepts_only_udp_to_the_port() {
-        let prog = spa_filter(62201);
-        let p = crate::frame::build_ipv4_udp(
-            "198.18.1.2:5".parse().unwrap(),
-            "198.18.1.1:62201".parse().unwrap(),
-            b"x",
-        );
-        assert_eq!(run(&prog, &p), 0xffff);
-        let other = crate::frame::build_ipv4_udp(
-            "198.18.1.2:5".parse().unwrap(),
-            "198.18.1.1:53".parse().unwrap(),
-            b"x",
-        );
-        assert_eq!(run(&prog, &other), 0);
-        let mut tcp = p.clone();
-        tcp[9] = 6;
-        assert_eq!(run(&prog, &tcp), 0);
-        let mut frag = p.clone();
-        frag[7] = 1;
-        assert_eq!(run(&prog, &frag), 0);
-        let mut opts = p.clone();
-        opts[0] = 0x46;
-        opts.splice(20..20, [0u8; 4]);
-        assert_eq!(
-            run(&prog, &opts),
-            0xffff,
-            "IPv4 options move the UDP header"
-        );
-        let mut v6 = vec![0x60, 0, 0, 0, 0, 9, 17, 64];
-        v6.extend_from_slice(&[0; 32]);
-        v6.extend_from_slice(&[0, 5, 0xf2, 0xf9, 0, 9, 0, 0, b'x']);
-        assert_eq!(run(&prog, &v6), 0xffff);
-        v6[6] = 6;
-        assert_eq!(run(&prog, &v6), 0);
-        assert_eq!(run(&prog, &[0x00]), 0);
     }
 }

@@ -1,7 +1,7 @@
 //! postern-capture: getting SPA payloads off the wire.
 //!
 //! ```text
-//!  AF_PACKET socket (+ kernel BPF: UDP to the SPA port) ─┐
+//!  AF_PACKET socket (+ kernel BPF from PCAP_FILTER) ──────┐
 //!  UDP socket on the SPA port ───────────────────────────┼─► Datagram { src, dst, payload }
 //!  pcap file (offline) ──────────────────────────────────┘
 //! ```
@@ -14,6 +14,7 @@
 
 #[allow(unsafe_code)]
 pub mod afpacket;
+pub mod filter;
 pub mod frame;
 pub mod pcapfile;
 pub mod udp;

@@ -2,6 +2,7 @@
 //! format in either byte order, microsecond or nanosecond timestamps, with Ethernet
 //! (with VLAN tags), Linux cooked (SLL, SLL2) or raw IP link types. Pure and total.
 
+use crate::filter::Filter;
 use crate::frame::{parse_ip, Datagram};
 
 /// Why a capture file cannot be read.
@@ -64,6 +65,7 @@ pub struct Reader<R> {
     le: bool,
     link: u32,
     port: Option<u16>,
+    filter: Option<Filter>,
     frame: Vec<u8>,
 }
 
@@ -102,12 +104,21 @@ impl<R: std::io::Read> Reader<R> {
             le,
             link: 0,
             port,
+            filter: None,
             frame: Vec::new(),
         };
         r.link = r.u32_of(&h[20..24]) & 0x0fff_ffff;
         if !matches!(r.link, 1 | 12 | 101 | 113 | 228 | 229 | 276) {
             return Err(Error::LinkType(r.link));
         }
+        Ok(r)
+    }
+
+    /// Read the file header; only the UDP datagrams `filter` admits are returned (the
+    /// filter sees each record's network-layer packet, as the kernel's does).
+    pub fn filtered(input: R, filter: Filter) -> Result<Reader<R>, Error> {
+        let mut r = Reader::new(input, None)?;
+        r.filter = Some(filter);
         Ok(r)
     }
 
@@ -138,7 +149,9 @@ impl<R: std::io::Read> Reader<R> {
             if !complete {
                 return Err(Error::Truncated);
             }
-            let d = network_layer(self.link, &frame).and_then(|ip| parse_ip(ip, self.port));
+            let d = network_layer(self.link, &frame)
+                .filter(|ip| self.filter.as_ref().is_none_or(|f| f.matches(ip)))
+                .and_then(|ip| parse_ip(ip, self.port));
             self.frame = frame;
             if let Some(d) = d {
                 return Ok(Some((u64::from(secs), d)));

@@ -25,6 +25,12 @@ pub fn group(name: &str) -> Option<u32> {
     Some(nix::unistd::Group::from_name(name).ok()??.gid.as_raw())
 }
 
+/// `CMD_EXEC_GROUP` as fwknopd 2.6 resolves it: a group of that name, else the primary
+/// group of the user of that name (`nobody` on Debian, whose group is `nogroup`).
+pub fn exec_group(name: &str) -> Option<u32> {
+    group(name).or_else(|| user(name).map(|u| u.gid))
+}
+
 /// The name of a uid (the number itself when it has none).
 pub fn user_name(uid: u32) -> String {
     match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {

@@ -11,13 +11,24 @@ use crate::daemon::{Daemon, Outcome};
 use crate::log;
 use crate::replay::ReplayStore;
 
-/// Run every datagram of `path` to the SPA port through `daemon`; the number handled.
+/// Run every UDP datagram of `path` that the capture filter admits through `daemon`;
+/// the number handled.
 pub fn run(daemon: &mut Daemon, path: &Path, out: &mut impl Write) -> Result<u64, String> {
+    run_limited(daemon, path, out, None)
+}
+
+/// [`run`], stopping after `limit` datagrams (`-C`/`--packet-limit`).
+pub fn run_limited(
+    daemon: &mut Daemon,
+    path: &Path,
+    out: &mut impl Write,
+    limit: Option<u64>,
+) -> Result<u64, String> {
     let file =
         std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut reader = postern_capture::pcapfile::Reader::new(
+    let mut reader = postern_capture::pcapfile::Reader::filtered(
         std::io::BufReader::with_capacity(1 << 20, file),
-        Some(daemon.config.server.spa_port),
+        crate::pipeline::capture::filter(&daemon.config),
     )
     .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut n = 0u64;
@@ -26,6 +37,9 @@ pub fn run(daemon: &mut Daemon, path: &Path, out: &mut impl Write) -> Result<u64
         .next_datagram()
         .map_err(|e| format!("{}: {e}", path.display()))?
     {
+        if limit.is_some_and(|l| n >= l) {
+            break;
+        }
         n += 1;
         let text = match daemon.handle(&dg, Now::read()) {
             Outcome::Refused(r) => format!("refused: {r}"),

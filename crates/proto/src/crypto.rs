@@ -1,6 +1,7 @@
 //! Rijndael as fwknop uses it: OpenSSL's `EVP_BytesToKey` (MD5, one round) turns key
 //! and salt into an AES-256 key and IV; the plaintext is always PKCS#7-padded, in every
-//! mode; the result is framed as `Salted__ || salt || ciphertext`.
+//! mode (on decryption, legacy mode also takes the unpadded block-aligned messages of
+//! fwknop 2.0 clients); the result is framed as `Salted__ || salt || ciphertext`.
 //!
 //! No randomness is made here: the salt is a parameter.
 
@@ -117,6 +118,13 @@ pub(crate) fn open(
         EncryptionMode::Ctr => ctr::Ctr128BE::<Aes256>::new(key, iv).apply_keystream(&mut buf),
     }
     let n = usize::from(*buf.last().ok_or(Error::BadCiphertext)?);
+    if mode == EncryptionMode::Legacy && n > BLOCK_LEN {
+        // fwknop 2.0 clients (the legacy-IV mode; the Android 4.1.2 app among them) add no
+        // padding to a message that fills its last block exactly, and fwknopd strips only
+        // what looks like padding. A last byte above 16 cannot be a pad length: the whole
+        // buffer is the message. Every other mode and case stays strict PKCS#7.
+        return Ok(buf);
+    }
     if n == 0 || n > BLOCK_LEN || buf[buf.len() - n..].iter().any(|&b| usize::from(b) != n) {
         return Err(Error::DecryptionFailed);
     }
@@ -143,6 +151,38 @@ mod tests {
             "5cfa73f56b2a39ab014c4d077a02375a967f2f5d2f78f88e2acac39c6bc11576"
         );
         assert_eq!(hex(&*d.iv), "fcf74ef1caa016dee871d91a8d2819bd");
+    }
+
+    /// fwknop 2.0 clients (legacy IV; the Android 4.1.2 app) send a message that fills
+    /// its last block without padding: legacy mode takes it, every other mode does not.
+    #[test]
+    fn legacy_takes_an_unpadded_block_aligned_message() {
+        let pt = b"0123456789abcdef0123456789ABCDEF";
+        for mode in EncryptionMode::ALL {
+            let mut framed = seal(mode, b"k", &[7; 8], pt);
+            // The same message without its padding block (CBC/ECB: drop the last block).
+            if matches!(
+                mode,
+                EncryptionMode::Cbc | EncryptionMode::Legacy | EncryptionMode::Ecb
+            ) {
+                framed.truncate(framed.len() - 16);
+                let got = open(mode, b"k", &framed);
+                if mode == EncryptionMode::Legacy {
+                    assert_eq!(&*got.unwrap(), &pt[..]);
+                } else {
+                    assert!(got.is_err(), "{mode} stays strict");
+                }
+            }
+        }
+        // A last byte that could be a pad length is still checked as padding.
+        let mut bad = seal(
+            EncryptionMode::Legacy,
+            b"k",
+            &[7; 8],
+            b"0123456789abcde\x05",
+        );
+        bad.truncate(bad.len() - 16);
+        assert!(open(EncryptionMode::Legacy, b"k", &bad).is_err());
     }
 
     #[test]

@@ -159,7 +159,8 @@ pub enum Error {
         /// Given length.
         len: usize,
     },
-    /// An HMAC key longer than fwknop accepts, or empty.
+    /// An HMAC key longer than fwknop accepts (128 bytes; 136 for a server's stanza,
+    /// see [`crate::Keys::for_stanza`]), or empty.
     InvalidHmacKeyLength {
         /// Given length.
         len: usize,
@@ -234,7 +235,10 @@ impl fmt::Display for Error {
                 write!(f, "invalid encryption key length {len} (must be 1 to 32 bytes)")
             }
             Error::InvalidHmacKeyLength { len } => {
-                write!(f, "invalid hmac key length {len} (must be 1 to 128 bytes)")
+                write!(
+                    f,
+                    "invalid hmac key length {len} (must be 1 to 128 bytes; 136 in an access.conf stanza, as fwknopd takes)"
+                )
             }
             Error::HmacKeyEqualsEncryptionKey => {
                 f.write_str("hmac key must differ from the encryption key")

@@ -100,6 +100,25 @@ impl Keys {
         mode: EncryptionMode,
         hmac: Option<HmacKey>,
     ) -> Result<Keys, Error> {
+        Keys::checked(encryption, mode, hmac, wire::MAX_HMAC_KEY_LEN)
+    }
+
+    /// [`Keys::new`] for a server's stanza: the same checks, but HMAC keys of up to
+    /// [`wire::MAX_SERVER_HMAC_KEY_LEN`] bytes, as fwknopd takes them from access.conf.
+    pub fn for_stanza(
+        encryption: Key,
+        mode: EncryptionMode,
+        hmac: Option<HmacKey>,
+    ) -> Result<Keys, Error> {
+        Keys::checked(encryption, mode, hmac, wire::MAX_SERVER_HMAC_KEY_LEN)
+    }
+
+    fn checked(
+        encryption: Key,
+        mode: EncryptionMode,
+        hmac: Option<HmacKey>,
+        max_hmac: usize,
+    ) -> Result<Keys, Error> {
         let kdf_key = match mode {
             EncryptionMode::Legacy => {
                 if encryption.is_empty() {
@@ -123,7 +142,7 @@ impl Keys {
             if mode == EncryptionMode::Legacy {
                 return Err(Error::LegacyWithHmac);
             }
-            if h.key.is_empty() || h.key.len() > wire::MAX_HMAC_KEY_LEN {
+            if h.key.is_empty() || h.key.len() > max_hmac {
                 return Err(Error::InvalidHmacKeyLength { len: h.key.len() });
             }
             if h.key == encryption {
@@ -216,6 +235,19 @@ mod tests {
         );
         let long = "h".repeat(129);
         assert!(Keys::new(Key::from_passphrase("a"), EncryptionMode::Cbc, hk(&long)).is_err());
+        // fwknopd opens packets with access.conf HMAC keys of up to 136 bytes.
+        let k = |n: usize| {
+            Keys::for_stanza(
+                Key::from_passphrase("a"),
+                EncryptionMode::Cbc,
+                hk(&"h".repeat(n)),
+            )
+        };
+        assert!(k(129).is_ok() && k(136).is_ok());
+        assert_eq!(
+            k(137).unwrap_err(),
+            Error::InvalidHmacKeyLength { len: 137 }
+        );
         assert!(Keys::new(Key::from_passphrase("a"), EncryptionMode::Cbc, hk("b")).is_ok());
     }
 

@@ -59,6 +59,10 @@ pub const MAX_KEY_LEN: usize = 32;
 pub const LEGACY_KEY_LEN: usize = 16;
 /// Longest HMAC key libfko accepts.
 pub const MAX_HMAC_KEY_LEN: usize = 128;
+/// Longest HMAC key fwknopd 2.6.10 opens packets with (an access.conf key; its client
+/// refuses more than [`MAX_HMAC_KEY_LEN`]). Measured against the real fwknopd: 136
+/// bytes are accepted for every HMAC type, 137 give "Invalid HMAC key length".
+pub const MAX_SERVER_HMAC_KEY_LEN: usize = 136;
 
 /// Characters that can start a Rijndael wire packet: the 11th base64 character of
 /// `Salted__ || salt` carries four one-bits of `_` and two bits of salt.

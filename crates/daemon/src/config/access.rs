@@ -1,5 +1,13 @@
 //! `access.conf`: one stanza per `SOURCE` line, with `%include`, `%include_folder` and
 //! `%include_keys`. A key-bearing file readable by group or others is refused.
+//!
+//! Read as fwknopd 2.6.10 reads it (checked against the real one): relative include
+//! paths are taken from the working directory (the directory of the including file only
+//! as a fallback, with a note); `CMD_EXEC_USER`/`CMD_EXEC_GROUP` must name a user/group
+//! of this system (a group name that is only a user's name gives that user's primary
+//! group, as fwknopd resolves it); `ACCESS_EXPIRE` is read like fwknopd's
+//! `%2d/%2d/%4d` (`3/10/01` is 2001-03-10) and an expired stanza is kept but never
+//! matches (a note); a `%include_keys` key that is not base64 skips its stanza (a note).
 
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt as _;
@@ -7,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use postern_proto::{DigestType, EncryptionMode, HmacKey, Key, Keys, Protocol};
 
-use super::{boolean, err, lines, number, read, ConfigError, Line};
+use super::{boolean, err, lines, number, read, ConfigError, Line, Note};
 
 /// An address or network of SOURCE/DESTINATION.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +118,22 @@ pub struct CmdCycle {
     pub timer: u64,
 }
 
+/// How a stanza's NAT grants are translated (`FORCE_SNAT`, `FORCE_MASQUERADE`,
+/// `FORWARD_ALL`, `DISABLE_DNAT`); see `pipeline::authorize` for what they do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatOptions {
+    /// FORCE_SNAT: SNAT to this address instead of SNAT_TRANSLATE_IP (with ENABLE_IPT_SNAT).
+    pub force_snat: Option<IpAddr>,
+    /// FORCE_MASQUERADE: MASQUERADE even when SNAT_TRANSLATE_IP is set (with ENABLE_IPT_SNAT).
+    pub force_masquerade: bool,
+    /// FORWARD_ALL: forward (and DNAT) every protocol and port from the source.
+    pub forward_all: bool,
+    /// DISABLE_DNAT: open the forward path only; no destination translation.
+    pub disable_dnat: bool,
+    /// Line and name of the FORCE_SNAT / FORCE_MASQUERADE line (for errors and notes).
+    pub snat_at: Option<(usize, String)>,
+}
+
 /// One access stanza.
 #[derive(Debug, Clone)]
 pub struct Stanza {
@@ -135,6 +159,8 @@ pub struct Stanza {
     pub enable_cmd_exec: bool,
     /// FORCE_NAT `<ip> <port>`: every accepted request is sent to ip:port.
     pub force_nat: Option<(std::net::IpAddr, u16)>,
+    /// FORCE_SNAT, FORCE_MASQUERADE, FORWARD_ALL, DISABLE_DNAT.
+    pub nat: NatOptions,
     /// FLEET_GRANTS (posternd's own): grants of this stanza are applied by every
     /// gateway of the fleet (see `FLEET_REDIS_URL`).
     pub fleet_grants: bool,
@@ -255,6 +281,18 @@ impl Stanza {
         if self.fleet_grants {
             s.push_str(&format!("{:<28}Y\n", "FLEET_GRANTS"));
         }
+        if let Some(a) = self.nat.force_snat {
+            s.push_str(&format!("{:<28}{a}\n", "FORCE_SNAT"));
+        }
+        for (on, name) in [
+            (self.nat.force_masquerade, "FORCE_MASQUERADE"),
+            (self.nat.forward_all, "FORWARD_ALL"),
+            (self.nat.disable_dnat, "DISABLE_DNAT"),
+        ] {
+            if on {
+                s.push_str(&format!("{name:<28}Y\n"));
+            }
+        }
         if let Some(u) = &self.cmd_exec_user {
             s.push_str(&format!("{:<28}{u}\n", "CMD_EXEC_USER"));
         }
@@ -302,6 +340,7 @@ struct Draft {
     max_fw_timeout: u64,
     enable_cmd_exec: bool,
     force_nat: Option<(std::net::IpAddr, u16)>,
+    nat: NatOptions,
     fleet_grants: bool,
     cmd_exec_user: Option<String>,
     cmd_exec_group: Option<String>,
@@ -311,6 +350,10 @@ struct Draft {
     require_username: Option<String>,
     require_source_address: bool,
     access_expire: Option<u64>,
+    /// Why the stanza is skipped (a `%include_keys` key that is not base64).
+    skip: Option<String>,
+    /// Notes about this stanza's lines.
+    notes: Vec<Note>,
 }
 
 const KEY_DIRECTIVES: [&str; 5] = [
@@ -336,7 +379,7 @@ impl Draft {
             return Err(stanza_err(
                 &self,
                 "SOURCE",
-                "stanza has no KEY or KEY_BASE64 (GnuPG stanzas are not supported yet)",
+                "no keys found for this stanza: give KEY or KEY_BASE64 (in the stanza or in a %include_keys file)",
             ));
         };
         let mode = self.mode.as_ref().map_or(EncryptionMode::Cbc, |(m, _)| *m);
@@ -357,7 +400,7 @@ impl Draft {
                 .map_or(DigestType::Sha256, |(d, _)| *d),
         });
         let hmac_line = self.hmac_key.as_ref().map(|(_, l)| l.clone());
-        let keys = Keys::new(key, mode, hmac).map_err(|e| {
+        let keys = Keys::for_stanza(key, mode, hmac).map_err(|e| {
             let line = match e {
                 postern_proto::Error::HmacKeyEqualsEncryptionKey
                 | postern_proto::Error::InvalidHmacKeyLength { .. } => {
@@ -398,6 +441,16 @@ impl Draft {
                 Some(CmdCycle { open, close, timer })
             }
         };
+        if let Some((line, directive)) = &self.nat.snat_at {
+            if self.force_nat.is_none() && !self.nat.forward_all {
+                return Err(ConfigError {
+                    file: self.file.clone(),
+                    line: *line,
+                    directive: directive.clone(),
+                    message: "FORCE_SNAT and FORCE_MASQUERADE need FORCE_NAT or FORWARD_ALL in the same stanza (as in fwknopd)".into(),
+                });
+            }
+        }
         Ok(Stanza {
             file: self.file,
             line: self.line,
@@ -419,6 +472,7 @@ impl Draft {
             enable_cmd_exec: self.enable_cmd_exec,
             fleet_grants: self.fleet_grants,
             force_nat: self.force_nat,
+            nat: self.nat,
             cmd_exec_user: self.cmd_exec_user,
             cmd_exec_group: self.cmd_exec_group,
             cmd_cycle,
@@ -434,6 +488,14 @@ fn nets(file: &Path, l: &Line) -> Result<Vec<Net>, ConfigError> {
         .split(',')
         .map(str::trim)
         .map(|s| {
+            // fwknopd refuses a /0 prefix ("Invalid IP mask"); ANY says it.
+            if s.split_once('/').is_some_and(|(_, m)| m == "0") {
+                return Err(err(
+                    file,
+                    l,
+                    format!("'{s}': a /0 mask is refused, as fwknopd refuses it (write ANY)"),
+                ));
+            }
             Net::parse(s).ok_or_else(|| {
                 err(
                     file,
@@ -475,22 +537,83 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// `MM/DD/YYYY` at 00:00 UTC.
-fn expire_date(file: &Path, l: &Line) -> Result<u64, ConfigError> {
-    let bad = || err(file, l, format!("'{}' is not a date MM/DD/YYYY", l.value));
-    let p: Vec<&str> = l.value.split('/').collect();
-    let [m, d, y] = p.as_slice() else {
-        return Err(bad());
-    };
-    let (m, d, y): (i64, i64, i64) = (
-        m.parse().map_err(|_| bad())?,
-        d.parse().map_err(|_| bad())?,
-        y.parse().map_err(|_| bad())?,
-    );
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(1970..=9999).contains(&y) {
-        return Err(bad());
+/// Read a `%<width>d` as C's `sscanf` does: leading blanks, then a sign and digits,
+/// at most `width` characters in all.
+fn scan_int(s: &mut &str, width: usize) -> Option<i64> {
+    let t = s.trim_start();
+    let b = t.as_bytes();
+    let mut n = 0;
+    if matches!(b.first(), Some(b'+' | b'-')) {
+        n = 1;
     }
-    Ok((days_from_civil(y, m, d) * 86_400) as u64)
+    let digits_from = n;
+    while n < width && n < b.len() && b[n].is_ascii_digit() {
+        n += 1;
+    }
+    if n == digits_from {
+        return None;
+    }
+    let v = t[..n].parse().ok()?;
+    *s = &t[n..];
+    Some(v)
+}
+
+/// `ACCESS_EXPIRE` as fwknopd 2.6 reads it: `sscanf("%2d/%2d/%4d")` (anything after
+/// is ignored), month 0 stays January, a year under 100 is 20YY, a year from 100 to
+/// 1900 is 1900+YYY, and out-of-range days and months roll over as `mktime` rolls them
+/// (`02/30/2030` is March 2nd). Midnight UTC (fwknopd: local time). `Ok(None)`: a date
+/// before 1970, which fwknopd treats as no expiry.
+fn expire_date(file: &Path, l: &Line) -> Result<Option<u64>, ConfigError> {
+    let bad = || err(file, l, format!("'{}' is not a date MM/DD/YYYY", l.value));
+    let mut rest = l.value.as_str();
+    let m = scan_int(&mut rest, 2).ok_or_else(bad)?;
+    rest = rest.strip_prefix('/').ok_or_else(bad)?;
+    let d = scan_int(&mut rest, 2).ok_or_else(bad)?;
+    rest = rest.strip_prefix('/').ok_or_else(bad)?;
+    let y = scan_int(&mut rest, 4).ok_or_else(bad)?;
+    let month0 = if m > 0 { m - 1 } else { m };
+    let year = if y > 1900 {
+        y
+    } else if y < 100 {
+        y + 2000
+    } else {
+        y + 1900
+    };
+    let year = year + month0.div_euclid(12);
+    let month = month0.rem_euclid(12) + 1;
+    let days = days_from_civil(year, month, 1) + d - 1;
+    Ok(u64::try_from(days * 86_400).ok().filter(|t| *t > 0))
+}
+
+/// A note for an expiry already past at load time (the stanza stays, never matching).
+fn expiry_note(file: &Path, l: &Line, at: u64) -> Option<Note> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (now >= at).then(|| Note {
+        file: file.to_owned(),
+        line: l.number,
+        text: format!(
+            "{} {}: this stanza expired on {} (UTC); it is kept but no packet matches it, as with fwknopd",
+            l.name,
+            l.value,
+            civil_date(at)
+        ),
+    })
+}
+
+/// `YYYY-MM-DD` of Unix seconds.
+fn civil_date(t: u64) -> String {
+    let z = i64::try_from(t / 86_400).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 fn key_value(file: &Path, l: &Line, base64: bool) -> Result<Key, ConfigError> {
@@ -533,13 +656,74 @@ fn check_mode(file: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn resolve(base: &Path, rel: &str) -> PathBuf {
-    let p = PathBuf::from(rel);
+/// Where an include line's path is: as fwknopd takes it (a relative path from the
+/// working directory), else, when nothing is there, relative to the including file's
+/// directory (posternd's earlier reading), with a note. Neither: the working-directory
+/// path (the caller's error names it).
+fn locate(base: &Path, l: &Line, notes: &mut Vec<Note>) -> PathBuf {
+    let p = PathBuf::from(&l.value);
     if p.is_absolute() {
-        p
-    } else {
-        base.parent().unwrap_or(Path::new("/")).join(p)
+        return p;
     }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let here = cwd.join(&p);
+    if here.exists() {
+        return here;
+    }
+    let beside = base.parent().unwrap_or(Path::new("/")).join(&p);
+    if beside.exists() {
+        notes.push(Note {
+            file: base.to_owned(),
+            line: l.number,
+            text: format!(
+                "{} {}: not in the working directory {} (where fwknopd looks); read {} instead. Write an absolute path",
+                l.name.to_ascii_lowercase(),
+                l.value,
+                cwd.display(),
+                beside.display()
+            ),
+        });
+        return beside;
+    }
+    here
+}
+
+/// CMD_EXEC_USER: a user of this system.
+fn exec_user(file: &Path, l: &Line) -> Result<String, ConfigError> {
+    crate::ids::user(&l.value)
+        .map(|_| l.value.clone())
+        .ok_or_else(|| {
+            err(
+                file,
+                l,
+                format!("'{}' is not a user of this system", l.value),
+            )
+        })
+}
+
+/// CMD_EXEC_GROUP: a group of this system; a name that is no group but a user gives
+/// that user's primary group, which is how fwknopd 2.6 resolves it (`CMD_EXEC_GROUP
+/// nobody` on Debian, where the group is `nogroup`), with a note.
+fn exec_group(file: &Path, l: &Line, notes: &mut Vec<Note>) -> Result<String, ConfigError> {
+    if crate::ids::group(&l.value).is_some() {
+        return Ok(l.value.clone());
+    }
+    let u = crate::ids::user(&l.value).ok_or_else(|| {
+        err(
+            file,
+            l,
+            format!("'{}' is neither a group nor a user of this system", l.value),
+        )
+    })?;
+    notes.push(Note {
+        file: file.to_owned(),
+        line: l.number,
+        text: format!(
+            "CMD_EXEC_GROUP {}: no group of that name; commands run with the primary group of user {} (gid {}), as fwknopd does",
+            l.value, l.value, u.gid
+        ),
+    });
+    Ok(l.value.clone())
 }
 
 /// Apply one directive line to the current draft.
@@ -572,8 +756,8 @@ fn apply(d: &mut Draft, file: &Path, l: &Line) -> Result<(), ConfigError> {
         "MAX_FW_TIMEOUT" => d.max_fw_timeout = number(file, l, 0, 8_388_608)?,
         "ENABLE_CMD_EXEC" => d.enable_cmd_exec = boolean(file, l)?,
         "FLEET_GRANTS" => d.fleet_grants = boolean(file, l)?,
-        "CMD_EXEC_USER" => d.cmd_exec_user = Some(l.value.clone()),
-        "CMD_EXEC_GROUP" => d.cmd_exec_group = Some(l.value.clone()),
+        "CMD_EXEC_USER" => d.cmd_exec_user = Some(exec_user(file, l)?),
+        "CMD_EXEC_GROUP" => d.cmd_exec_group = Some(exec_group(file, l, &mut d.notes)?),
         "CMD_CYCLE_OPEN" | "CMD_CYCLE_CLOSE" => {
             if l.value.is_empty() || l.value.len() >= 256 {
                 return Err(err(file, l, "command must be 1 to 255 characters"));
@@ -587,9 +771,24 @@ fn apply(d: &mut Draft, file: &Path, l: &Line) -> Result<(), ConfigError> {
         "CMD_CYCLE_TIMER" => d.cycle_timer = Some(number(file, l, 1, 8_388_608)?),
         "REQUIRE_USERNAME" => d.require_username = Some(l.value.clone()),
         "REQUIRE_SOURCE_ADDRESS" | "REQUIRE_SOURCE" => d.require_source_address = boolean(file, l)?,
-        "ACCESS_EXPIRE" => d.access_expire = Some(expire_date(file, l)?),
+        "ACCESS_EXPIRE" => {
+            d.access_expire = expire_date(file, l)?;
+            match d.access_expire {
+                Some(at) => d.notes.extend(expiry_note(file, l, at)),
+                None => d.notes.push(Note {
+                    file: file.to_owned(),
+                    line: l.number,
+                    text: format!(
+                        "ACCESS_EXPIRE {}: a date before 1970 means no expiry (as with fwknopd)",
+                        l.value
+                    ),
+                }),
+            }
+        }
         "ACCESS_EXPIRE_EPOCH" => {
-            d.access_expire = Some(number(file, l, 0, u64::from(u32::MAX) * 4)?)
+            let at = number(file, l, 0, u64::from(u32::MAX) * 4)?;
+            d.access_expire = Some(at);
+            d.notes.extend(expiry_note(file, l, at));
         }
         "ENABLE_CMD_SUDO_EXEC" => {
             if boolean(file, l)? {
@@ -619,16 +818,24 @@ fn apply(d: &mut Draft, file: &Path, l: &Line) -> Result<(), ConfigError> {
                     err(file, l, format!("'{}' is not '<address> <port>'", l.value))
                 })?);
         }
-        "FORCE_SNAT" | "FORCE_MASQUERADE" | "FORWARD_ALL" | "DISABLE_DNAT" => {
-            if l.value.eq_ignore_ascii_case("n") {
-                return Ok(());
-            }
-            return Err(err(
-                file,
-                l,
-                "SNAT, MASQUERADE, FORWARD_ALL and DISABLE_DNAT are not implemented in posternd yet (DNAT NAT access is)",
-            ));
+        "FORCE_SNAT" => {
+            let a = l
+                .value
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .filter(|a| !a.is_unspecified() && !a.is_multicast())
+                .ok_or_else(|| err(file, l, format!("'{}' is not an address", l.value)))?;
+            d.nat.force_snat = Some(a);
+            d.nat.snat_at = Some((l.number, l.name.clone()));
         }
+        "FORCE_MASQUERADE" => {
+            d.nat.force_masquerade = boolean(file, l)?;
+            if d.nat.force_masquerade {
+                d.nat.snat_at = Some((l.number, l.name.clone()));
+            }
+        }
+        "FORWARD_ALL" => d.nat.forward_all = boolean(file, l)?,
+        "DISABLE_DNAT" => d.nat.disable_dnat = boolean(file, l)?,
         n if n.starts_with("GPG_") => {
             return Err(err(file, l, "GnuPG stanzas are not supported yet"))
         }
@@ -639,11 +846,29 @@ fn apply(d: &mut Draft, file: &Path, l: &Line) -> Result<(), ConfigError> {
 
 /// Read an access file (and what it includes).
 pub fn load(file: &Path) -> Result<Vec<Stanza>, ConfigError> {
-    load_depth(file, 0)
+    load_noted(file).map(|(s, _)| s)
+}
+
+/// Read an access file (and what it includes), with the notes about it (fallback
+/// include paths, expired stanzas, skipped stanzas, CMD_EXEC_GROUP read as a user).
+pub fn load_noted(file: &Path) -> Result<(Vec<Stanza>, Vec<Note>), ConfigError> {
+    let mut notes = Vec::new();
+    let s = load_depth(file, 0, &mut notes)?;
+    Ok((s, notes))
 }
 
 /// Read every `*.conf` file of a folder, in name order.
 pub fn load_folder(dir: &Path, from: &Path, depth: usize) -> Result<Vec<Stanza>, ConfigError> {
+    load_folder_noted(dir, from, depth, &mut Vec::new())
+}
+
+/// [`load_folder`], adding its notes to `notes`.
+pub fn load_folder_noted(
+    dir: &Path,
+    from: &Path,
+    depth: usize,
+    notes: &mut Vec<Note>,
+) -> Result<Vec<Stanza>, ConfigError> {
     let entries = std::fs::read_dir(dir).map_err(|e| ConfigError {
         file: from.to_owned(),
         line: 0,
@@ -658,14 +883,18 @@ pub fn load_folder(dir: &Path, from: &Path, depth: usize) -> Result<Vec<Stanza>,
     files.sort();
     let mut out = Vec::new();
     for f in files {
-        out.extend(load_depth(&f, depth + 1)?);
+        out.extend(load_depth(&f, depth + 1, notes)?);
     }
     Ok(out)
 }
 
 const MAX_INCLUDE_DEPTH: usize = 3;
 
-fn load_depth(file: &Path, depth: usize) -> Result<Vec<Stanza>, ConfigError> {
+fn load_depth(
+    file: &Path,
+    depth: usize,
+    notes: &mut Vec<Note>,
+) -> Result<Vec<Stanza>, ConfigError> {
     let text = read(file)?;
     if lines(&text)
         .iter()
@@ -673,12 +902,38 @@ fn load_depth(file: &Path, depth: usize) -> Result<Vec<Stanza>, ConfigError> {
     {
         check_mode(file)?;
     }
-    parse_text(&text, file, depth)
+    parse_noted(&text, file, depth, notes)
+}
+
+/// A finished draft into `out` (or, when it is to be skipped, only its note).
+fn close(d: Draft, out: &mut Vec<Stanza>, notes: &mut Vec<Note>) -> Result<(), ConfigError> {
+    let mut d = d;
+    notes.append(&mut d.notes);
+    if let Some(why) = d.skip.take() {
+        notes.push(Note {
+            file: d.file.clone(),
+            line: d.line,
+            text: format!("SOURCE: this stanza is skipped: {why}"),
+        });
+        return Ok(());
+    }
+    out.push(d.finish()?);
+    Ok(())
 }
 
 /// Parse access.conf text as if read from `file` (includes are resolved relative to
 /// it and read from disk). Total: any text gives stanzas or an error.
 pub fn parse_text(text: &str, file: &Path, depth: usize) -> Result<Vec<Stanza>, ConfigError> {
+    parse_noted(text, file, depth, &mut Vec::new())
+}
+
+/// [`parse_text`], adding its notes to `notes`.
+fn parse_noted(
+    text: &str,
+    file: &Path,
+    depth: usize,
+    notes: &mut Vec<Note>,
+) -> Result<Vec<Stanza>, ConfigError> {
     let ls = lines(text);
     let mut out = Vec::new();
     let mut draft: Option<Draft> = None;
@@ -686,7 +941,7 @@ pub fn parse_text(text: &str, file: &Path, depth: usize) -> Result<Vec<Stanza>, 
         match l.name.as_str() {
             "SOURCE" => {
                 if let Some(d) = draft.take() {
-                    out.push(d.finish()?);
+                    close(d, &mut out, notes)?;
                 }
                 draft = Some(Draft {
                     file: file.to_owned(),
@@ -704,29 +959,40 @@ pub fn parse_text(text: &str, file: &Path, depth: usize) -> Result<Vec<Stanza>, 
                     ));
                 }
                 if let Some(d) = draft.take() {
-                    out.push(d.finish()?);
+                    close(d, &mut out, notes)?;
                 }
-                let target = resolve(file, &l.value);
+                let target = locate(file, &l, notes);
                 if l.name == "%INCLUDE" {
                     if !target.is_file() {
                         return Err(err(file, &l, format!("no file {}", target.display())));
                     }
-                    out.extend(load_depth(&target, depth + 1)?);
+                    out.extend(load_depth(&target, depth + 1, notes)?);
                 } else {
-                    out.extend(load_folder(&target, file, depth)?);
+                    out.extend(load_folder_noted(&target, file, depth, notes)?);
                 }
             }
             "%INCLUDE_KEYS" => {
                 let Some(d) = draft.as_mut() else {
                     return Err(err(file, &l, "%include_keys must be inside a stanza"));
                 };
-                let target = resolve(file, &l.value);
+                let target = locate(file, &l, &mut d.notes);
                 // A file a user may own: read safely, and the error names this line.
                 let keys_text = read(&target)
                     .map_err(|e| err(file, &l, format!("{}: {}", target.display(), e.message)))?;
                 check_mode(&target)?;
                 for kl in lines(&keys_text) {
-                    if KEY_DIRECTIVES.contains(&kl.name.as_str()) {
+                    let base64 = kl.name == "KEY_BASE64" || kl.name == "HMAC_KEY_BASE64";
+                    if base64 && Key::from_base64(&kl.value).is_err() {
+                        // fwknopd skips such a key (and then the stanza, if it has no key
+                        // left); posternd skips the stanza at once, so that a damaged HMAC
+                        // key never leaves a stanza that takes packets without HMAC.
+                        d.skip.get_or_insert(format!(
+                            "{}:{}: {} is not valid base64",
+                            target.display(),
+                            kl.number,
+                            kl.name
+                        ));
+                    } else if KEY_DIRECTIVES.contains(&kl.name.as_str()) {
                         apply(d, &target, &kl)?;
                     } else {
                         return Err(err(&target, &kl, "only KEY, KEY_BASE64, HMAC_KEY, HMAC_KEY_BASE64 and HMAC_DIGEST_TYPE may appear in a %include_keys file"));
@@ -746,7 +1012,7 @@ pub fn parse_text(text: &str, file: &Path, depth: usize) -> Result<Vec<Stanza>, 
         }
     }
     if let Some(d) = draft.take() {
-        out.push(d.finish()?);
+        close(d, &mut out, notes)?;
     }
     Ok(out)
 }
@@ -824,7 +1090,7 @@ mod tests {
             bad("KEY k\n"),
             format!("{f}:1: KEY: outside any stanza (a stanza starts with SOURCE)")
         );
-        assert_eq!(bad("SOURCE ANY\nOPEN_PORTS tcp/22\n"), format!("{f}:1: SOURCE: stanza has no KEY or KEY_BASE64 (GnuPG stanzas are not supported yet)"));
+        assert_eq!(bad("SOURCE ANY\nOPEN_PORTS tcp/22\n"), format!("{f}:1: SOURCE: no keys found for this stanza: give KEY or KEY_BASE64 (in the stanza or in a %include_keys file)"));
         assert_eq!(
             bad("SOURCE ANY\nKEY same\nHMAC_KEY same\n"),
             format!("{f}:3: HMAC_KEY: hmac key must differ from the encryption key")
@@ -859,6 +1125,155 @@ mod tests {
             .to_string()
             .contains("nested too deeply"));
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// ACCESS_EXPIRE values, with what the real fwknopd 2.6.10 made of each (its `-D`).
+    #[test]
+    fn expire_dates_as_fwknopd_reads_them() {
+        let d = |v: &str| {
+            let l = Line {
+                number: 1,
+                name: "ACCESS_EXPIRE".into(),
+                value: v.into(),
+            };
+            expire_date(Path::new("a.conf"), &l).map(|t| t.map(civil_date))
+        };
+        for (v, want) in [
+            ("3/10/01", "2001-03-10"),
+            ("03/10/2001", "2001-03-10"),
+            ("12/31/2030", "2030-12-31"),
+            ("1/1/30", "2030-01-01"),
+            ("13/01/2030", "2031-01-01"),
+            ("12/31/99", "2099-12-31"),
+            ("02/30/2030", "2030-03-02"),
+            ("12/31/2030 junk", "2030-12-31"),
+            ("12/31/203", "2103-12-31"),
+            ("00/10/2030", "2030-01-10"),
+            ("12/31/20300", "2030-12-31"),
+        ] {
+            assert_eq!(d(v).unwrap().as_deref(), Some(want), "{v}");
+        }
+        assert_eq!(d("1/1/1969").unwrap(), None, "before 1970: no expiry");
+        for v in ["2030-01-01", "abc", "", "12/31", "12 /31/2030"] {
+            assert!(d(v).is_err(), "{v}");
+        }
+    }
+
+    #[test]
+    fn fwknopd_semantics() {
+        let d = tmp("sem");
+        let load_text = |name: &str, text: &str| {
+            let p = write(&d, name, text);
+            load_noted(&p)
+        };
+        // An expired stanza is kept (it never matches), with a note; no refusal to start.
+        let (s, notes) =
+            load_text("exp.conf", "SOURCE ANY\nKEY k1\nACCESS_EXPIRE 3/10/01\n").unwrap();
+        assert_eq!(s[0].access_expire, Some(984_182_400));
+        assert!(notes[0].text.contains("expired on 2001-03-10"), "{notes:?}");
+        // /0 masks are refused as fwknopd refuses them; ANY is the way to say it.
+        let e = load_text("zero.conf", "SOURCE 0.0.0.0/0\nKEY k1\n").unwrap_err();
+        assert!(e.to_string().contains("a /0 mask is refused"), "{e}");
+        assert!(load_text("zero6.conf", "SOURCE ANY\nDESTINATION ::/0\nKEY k1\n").is_err());
+        assert!(load_text("mask.conf", "SOURCE 0.0.0.0/0.0.0.0\nKEY k1\n").is_ok());
+        // CMD_EXEC_USER / CMD_EXEC_GROUP must exist; a user's name as the group gives
+        // that user's primary group, with a note.
+        let e = load_text(
+            "u.conf",
+            "SOURCE ANY\nKEY k1\nCMD_EXEC_USER no-such-user-x\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with(":3: CMD_EXEC_USER: 'no-such-user-x' is not a user of this system"),
+            "{e}"
+        );
+        let e = load_text(
+            "g.conf",
+            "SOURCE ANY\nKEY k1\nCMD_EXEC_GROUP no-such-group-x\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("is neither a group nor a user"),
+            "{e}"
+        );
+        let (_, notes) = load_text("g2.conf", "SOURCE ANY\nKEY k1\nCMD_EXEC_GROUP root\n").unwrap();
+        assert!(notes.is_empty(), "a real group: no note");
+        if crate::ids::group("nobody").is_none() && crate::ids::user("nobody").is_some() {
+            let (s, notes) =
+                load_text("g3.conf", "SOURCE ANY\nKEY k1\nCMD_EXEC_GROUP nobody\n").unwrap();
+            assert_eq!(s[0].cmd_exec_group.as_deref(), Some("nobody"));
+            assert!(
+                notes[0].text.contains("primary group of user nobody"),
+                "{notes:?}"
+            );
+        }
+        // A %include_keys key that is not base64 skips its stanza (a note), the others stay.
+        write(
+            &d,
+            "bad.keys",
+            "KEY_BASE64 QUJD\nHMAC_KEY_BASE64 not*base64\n",
+        );
+        let (s, notes) = load_text(
+            "k.conf",
+            &format!(
+                "SOURCE 198.18.0.1\n%include_keys {}\nSOURCE ANY\nKEY k2\n",
+                d.join("bad.keys").display()
+            ),
+        )
+        .unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].line, 3);
+        assert!(
+            notes[0].text.contains("skipped")
+                && notes[0]
+                    .text
+                    .contains("bad.keys:2: HMAC_KEY_BASE64 is not valid base64"),
+            "{notes:?}"
+        );
+        // A relative include found only next to the including file: read, with a note.
+        write(&d, "beside-only.inc.conf", "SOURCE ANY\nKEY k3\n");
+        let (s, notes) = load_text("inc.conf", "%include beside-only.inc.conf\n").unwrap();
+        assert_eq!(s.len(), 1);
+        assert!(
+            notes[0].text.contains("not in the working directory"),
+            "{notes:?}"
+        );
+        // HMAC keys of up to 136 bytes, as fwknopd opens packets with them.
+        let k = |n: usize| format!("SOURCE ANY\nKEY k1\nHMAC_KEY {}\n", "h".repeat(n));
+        assert!(load_text("h136.conf", &k(136)).is_ok());
+        assert!(load_text("h137.conf", &k(137)).is_err());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn nat_translation_directives() {
+        let f = Path::new("/etc/postern/access.conf");
+        let s = parse_text(
+            "SOURCE ANY\nKEY k\nFORCE_NAT 198.18.2.2 55000\nFORCE_SNAT 198.18.9.9\nFORWARD_ALL Y\nDISABLE_DNAT y\n\
+             SOURCE ANY\nKEY k2\nFORWARD_ALL Y\nFORCE_MASQUERADE Y\n",
+            f,
+            0,
+        )
+        .unwrap();
+        assert_eq!(s[0].nat.force_snat, Some("198.18.9.9".parse().unwrap()));
+        assert!(s[0].nat.forward_all && s[0].nat.disable_dnat && !s[0].nat.force_masquerade);
+        assert_eq!(s[0].nat.snat_at, Some((4, "FORCE_SNAT".into())));
+        assert!(s[1].nat.force_masquerade);
+        assert!(s[0]
+            .dump()
+            .contains("FORCE_SNAT                  198.18.9.9\n"));
+        let bad = |t: &str| parse_text(t, f, 0).unwrap_err().to_string();
+        assert_eq!(
+            bad("SOURCE ANY\nKEY k\nFORCE_MASQUERADE Y\n"),
+            "/etc/postern/access.conf:3: FORCE_MASQUERADE: FORCE_SNAT and FORCE_MASQUERADE need FORCE_NAT or FORWARD_ALL in the same stanza (as in fwknopd)"
+        );
+        assert!(bad("SOURCE ANY\nKEY k\nFORCE_SNAT nowhere\n")
+            .contains(":3: FORCE_SNAT: 'nowhere' is not an address"));
+        assert!(bad("SOURCE ANY\nKEY k\nFORWARD_ALL maybe\n")
+            .contains(":3: FORWARD_ALL: expected Y or N"));
+        // FORCE_MASQUERADE N asks for nothing.
+        assert!(parse_text("SOURCE ANY\nKEY k\nFORCE_MASQUERADE N\n", f, 0).is_ok());
     }
 
     #[test]

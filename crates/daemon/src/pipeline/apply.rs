@@ -51,7 +51,7 @@ impl Identity {
             name = u.to_owned();
         }
         if let Some(g) = group {
-            let gid = crate::ids::group(g).ok_or_else(|| format!("no group '{g}'"))?;
+            let gid = crate::ids::exec_group(g).ok_or_else(|| format!("no group '{g}'"))?;
             let uid = ids.map_or(0, |(u, _)| u);
             ids = Some((uid, gid));
             name = format!("{name}:{g}");

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_capture::afpacket::PacketSocket;
+use postern_capture::filter::Filter;
 use postern_capture::udp::UdpIntake;
 use postern_capture::Datagram;
 
@@ -72,6 +73,16 @@ pub struct Intake {
     sources: Vec<Arc<dyn Source>>,
 }
 
+/// The capture filter: `-P`/`--pcap-filter` if given, else `udp port <spa_port>`
+/// (what AF_PACKET attaches in the kernel and what a pcap file is read through).
+pub fn filter(config: &Config) -> Filter {
+    config
+        .server
+        .pcap_filter
+        .clone()
+        .unwrap_or_else(|| Filter::udp_port(config.server.spa_port))
+}
+
 /// What the configuration's intake is, in words (computed the same way by both parts).
 pub fn describe(config: &Config) -> String {
     let port = config.server.spa_port;
@@ -79,8 +90,9 @@ pub fn describe(config: &Config) -> String {
         format!("UDP socket on port {port}")
     } else {
         format!(
-            "AF_PACKET on {} (udp port {port})",
-            config.server.interfaces.join(",")
+            "AF_PACKET on {} ({})",
+            config.server.interfaces.join(","),
+            filter(config)
         )
     }
 }
@@ -105,8 +117,9 @@ pub fn open(config: &Config) -> std::io::Result<Intake> {
             seen: AtomicU64::new(0),
         }));
     } else {
+        let filter = filter(config);
         for iface in &config.server.interfaces {
-            let s = PacketSocket::open(iface, port).map_err(context(format!(
+            let s = PacketSocket::open_filtered(iface, &filter).map_err(context(format!(
                 "cannot capture on interface '{iface}' (AF_PACKET needs CAP_NET_RAW)"
             )))?;
             if let Err(e) = s.set_receive_buffer(RECEIVE_BUFFER) {
