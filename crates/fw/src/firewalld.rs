@@ -191,6 +191,27 @@ pub struct Firewalld {
     deadlines: HashMap<Key, Instant>,
 }
 
+/// Whether firewalld runs: its name has an owner on the system bus (the bus of
+/// `DBUS_SYSTEM_BUS_ADDRESS` if set). No bus, or no answer within the call timeout: no.
+pub fn running() -> bool {
+    let Ok(bus) = zbus::blocking::connection::Builder::system()
+        .map(|b| b.method_timeout(CALL_TIMEOUT))
+        .and_then(|b| b.build())
+    else {
+        return false;
+    };
+    bus.call_method(
+        Some("org.freedesktop.DBus"),
+        "/org/freedesktop/DBus",
+        Some("org.freedesktop.DBus"),
+        "NameHasOwner",
+        &(NAME,),
+    )
+    .ok()
+    .and_then(|m| m.body().deserialize::<bool>().ok())
+    .unwrap_or(false)
+}
+
 impl Firewalld {
     /// Check the settings (touches nothing, connects to nothing).
     pub fn new(cfg: FirewalldConfig) -> Result<Firewalld, Error> {

@@ -43,6 +43,12 @@ pub struct Grant {
 
 /// A NAT opening (fwknop's NAT access messages): the source's connections to the
 /// grant's port are translated (DNAT) to `to:to_port`.
+///
+/// ```text
+///  source ─► this host:port ──DNAT──► to:to_port      (forwarded, or local with `local`)
+///            [FORWARD_ALL: every port ──DNAT──► to]    [DISABLE_DNAT: no DNAT, routed]
+///  forwarded connections leave with source `snat` (SNAT address or MASQUERADE), if any
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Nat {
     /// The address connections are sent to.
@@ -52,6 +58,57 @@ pub struct Nat {
     /// Local NAT (`--nat-local`): `to` is this host, reached through its input path;
     /// otherwise `to` is behind this gateway and the forward path is opened.
     pub local: bool,
+    /// Forwarded NAT only (`ENABLE_IPT_SNAT`): the source address the forwarded
+    /// connections leave with; `None` leaves it as it is.
+    pub snat: Option<Snat>,
+    /// Forwarded NAT only (`FORWARD_ALL`): every protocol and port from the source is
+    /// forwarded (and, with `dnat`, translated to `to` keeping its port), not only the
+    /// grant's port.
+    pub all: bool,
+    /// Whether destinations are translated (`false` with `DISABLE_DNAT`: the source
+    /// reaches `to` by routing through this host, and only the forward path is opened).
+    pub dnat: bool,
+}
+
+impl Nat {
+    /// A plain DNAT opening (no SNAT, one port, DNAT on).
+    pub fn to(to: IpAddr, to_port: u16, local: bool) -> Nat {
+        Nat {
+            to,
+            to_port,
+            local,
+            snat: None,
+            all: false,
+            dnat: true,
+        }
+    }
+
+    /// What it adds to a plain DNAT, for logs: `, SNAT to 198.18.9.1, every port, no DNAT`.
+    pub fn extras(&self) -> String {
+        let mut s = String::new();
+        match self.snat {
+            Some(Snat::To(a)) => s.push_str(&format!(", SNAT to {a}")),
+            Some(Snat::Masquerade) => s.push_str(", MASQUERADE"),
+            None => {}
+        }
+        if self.all {
+            s.push_str(", every protocol and port (FORWARD_ALL)");
+        }
+        if !self.dnat {
+            s.push_str(", no DNAT (DISABLE_DNAT)");
+        }
+        s
+    }
+}
+
+/// How forwarded NAT connections are source-translated (`ENABLE_IPT_SNAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Snat {
+    /// SNAT to this address (`SNAT_TRANSLATE_IP`, or a stanza's `FORCE_SNAT`).
+    To(IpAddr),
+    /// MASQUERADE: the address of the interface the connection leaves by (no
+    /// `SNAT_TRANSLATE_IP`, or a stanza's `FORCE_MASQUERADE`).
+    Masquerade,
 }
 
 impl fmt::Display for Grant {
@@ -65,7 +122,7 @@ impl fmt::Display for Grant {
             self.timeout.as_secs()
         )?;
         if let Some(n) = &self.nat {
-            write!(f, " (NAT to {}:{})", n.to, n.to_port)?;
+            write!(f, " (NAT to {}:{}{})", n.to, n.to_port, n.extras())?;
         }
         Ok(())
     }
@@ -84,6 +141,9 @@ pub enum Error {
     /// The firewall service does not answer (firewalld not running, no system bus);
     /// nothing was changed. The text names the service and says why.
     Unavailable(String),
+    /// Part of the base posternd installed is gone from the kernel (found by
+    /// [`Firewall::intact`]); the text says which part.
+    Missing(String),
 }
 
 impl fmt::Display for Error {
@@ -93,6 +153,7 @@ impl fmt::Display for Error {
             Error::Refused(s) => write!(f, "the firewall refused the change: {s}"),
             Error::Config(s) => write!(f, "firewall configuration: {s}"),
             Error::Unavailable(s) => write!(f, "{s}"),
+            Error::Missing(s) => write!(f, "{s}"),
         }
     }
 }
@@ -126,6 +187,12 @@ pub trait Firewall: Send {
     fn revoke(&mut self, grants: &[Grant]) -> Result<(), Error>;
     /// What the kernel holds now.
     fn list(&mut self) -> Result<Vec<Held>, Error>;
+    /// Whether the base this backend installed is still in the kernel; an error says
+    /// what is missing (an `nft flush ruleset`, an `iptables -F`, a firewalld reload take
+    /// it away). Cheap enough to be asked every second.
+    fn intact(&mut self) -> Result<(), Error> {
+        self.list().map(|_| ())
+    }
     /// At exit with `FLUSH_*_AT_EXIT`: remove what this backend installed; a backend
     /// whose base holds the host's default-drop policy keeps it (only the grants go),
     /// so the host stays closed.
@@ -136,6 +203,45 @@ pub trait Firewall: Send {
     fn supports_nat(&self) -> bool {
         false
     }
+    /// Whether this backend, as configured, can do `f` (checked at `--check-config`).
+    fn supports(&self, f: Feature) -> Support {
+        match f {
+            Feature::Nat if self.supports_nat() => Support::Yes,
+            Feature::Output => Support::NoEffect("this backend adds no output rules".into()),
+            _ => Support::No("this backend cannot do it".into()),
+        }
+    }
+    /// Remove what is past its deadline where the kernel cannot expire it by itself
+    /// (plain iptables rules, when ipset is unavailable); `now` is Unix time. Called
+    /// about every second; the number of rules removed. Backends whose openings expire in
+    /// the kernel do nothing.
+    fn expire(&mut self, now: u64) -> Result<usize, Error> {
+        let _ = now;
+        Ok(0)
+    }
+}
+
+/// A kind of opening that a backend may or may not be able to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Feature {
+    /// NAT access (DNAT, forwarding).
+    Nat,
+    /// Source translation of forwarded NAT connections (`ENABLE_IPT_SNAT`).
+    Snat,
+    /// Accepting the replies of openings in the output path (`ENABLE_IPT_OUTPUT`).
+    Output,
+}
+
+/// Whether a backend can do a [`Feature`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Support {
+    /// Yes.
+    Yes,
+    /// It is accepted but changes nothing on this backend; the text says why.
+    NoEffect(String),
+    /// It cannot; the text says why.
+    No(String),
 }
 
 /// Which backend, with its settings (from fwknopd.conf's `FIREWALL_TYPE` and the

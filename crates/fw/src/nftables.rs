@@ -77,6 +77,9 @@ pub struct NftConfig {
     /// Own table only: NAT access (a `prerouting` chain with DNAT maps, a `forward`
     /// chain with forward sets; both expire per element in the kernel).
     pub nat: bool,
+    /// With `nat` (`ENABLE_IPT_SNAT`): a `postrouting` chain that source-translates
+    /// forwarded NAT connections (SNAT maps and MASQUERADE sets, per element timeouts).
+    pub snat: bool,
 }
 
 impl Default for NftConfig {
@@ -90,6 +93,7 @@ impl Default for NftConfig {
             nft: PathBuf::from("nft"),
             netlink: true,
             nat: false,
+            snat: false,
         }
     }
 }
@@ -218,18 +222,34 @@ impl Nftables {
         if self.cfg.family.v4() {
             v.push(format!("flush set {f} {t} {}", self.set_name(false)));
             if self.cfg.nat {
-                v.push(format!("flush map {f} {t} dnat4"));
-                v.push(format!("flush set {f} {t} fwd4"));
+                v.extend(self.nat_flush(4));
             }
         }
         if self.cfg.family.v6() {
             v.push(format!("flush set {f} {t} {}", self.set_name(true)));
             if self.cfg.nat {
-                v.push(format!("flush map {f} {t} dnat6"));
-                v.push(format!("flush set {f} {t} fwd6"));
+                v.extend(self.nat_flush(6));
             }
         }
         v
+    }
+
+    /// Flush every NAT map and set of one family (4 or 6).
+    fn nat_flush(&self, n: u8) -> Vec<String> {
+        let (f, t) = (self.fam(), &self.cfg.table);
+        [
+            ("map", "dnat"),
+            ("set", "fwd"),
+            ("map", "dnatall"),
+            ("set", "fwdall"),
+            ("map", "snat"),
+            ("set", "masq"),
+            ("map", "snatall"),
+            ("set", "masqall"),
+        ]
+        .iter()
+        .map(|(kind, name)| format!("flush {kind} {f} {t} {name}{n}"))
+        .collect()
     }
 
     /// The script that installs the base. `stale_handles`: handles of rules a previous
@@ -358,6 +378,18 @@ impl Nftables {
     }
 
     /// NAT maps, sets and chains (own table).
+    ///
+    /// ```text
+    ///  prerouting  dnat to saddr . l4proto . dport map @dnatN    (one port)
+    ///              dnat to saddr map @dnatallN                   (FORWARD_ALL)
+    ///  forward     saddr . daddr . l4proto . dport @fwdN accept
+    ///              saddr @fwdallN accept                          (FORWARD_ALL)
+    ///  postrouting snat to saddr . daddr . l4proto . dport map @snatN, @masqN masquerade
+    ///              snat to saddr map @snatallN, saddr @masqallN masquerade
+    /// ```
+    ///
+    /// Every element carries its own timeout, so each part of a NAT opening expires in
+    /// the kernel with the grant. `postrouting` gets its rules with `ENABLE_IPT_SNAT`.
     fn nat_base(&self) -> Vec<String> {
         let (f, t) = (self.fam(), &self.cfg.table);
         let mut s = Vec::new();
@@ -374,8 +406,29 @@ impl Nftables {
             .collect();
         for (ip, ty) in &fams {
             let n = if *ip == "ip" { 4 } else { 6 };
+            let flow = format!("{ty} . {ty} . inet_proto . inet_service");
             s.push(format!("add map {f} {t} dnat{n} {{ type {ty} . inet_proto . inet_service : {ty} . inet_service; flags timeout; }}"));
-            s.push(format!("add set {f} {t} fwd{n} {{ type {ty} . {ty} . inet_proto . inet_service; flags timeout; }}"));
+            s.push(format!(
+                "add set {f} {t} fwd{n} {{ type {flow}; flags timeout; }}"
+            ));
+            s.push(format!(
+                "add map {f} {t} dnatall{n} {{ type {ty} : {ty}; flags timeout; }}"
+            ));
+            s.push(format!(
+                "add set {f} {t} fwdall{n} {{ type {ty}; flags timeout; }}"
+            ));
+            s.push(format!(
+                "add map {f} {t} snat{n} {{ type {flow} : {ty}; flags timeout; }}"
+            ));
+            s.push(format!(
+                "add set {f} {t} masq{n} {{ type {flow}; flags timeout; }}"
+            ));
+            s.push(format!(
+                "add map {f} {t} snatall{n} {{ type {ty} : {ty}; flags timeout; }}"
+            ));
+            s.push(format!(
+                "add set {f} {t} masqall{n} {{ type {ty}; flags timeout; }}"
+            ));
         }
         s.push(format!("add chain {f} {t} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}"));
         s.push(format!("flush chain {f} {t} prerouting"));
@@ -389,6 +442,8 @@ impl Nftables {
         s.push(format!(
             "add rule {f} {t} forward ct state established,related accept"
         ));
+        s.push(format!("add chain {f} {t} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}"));
+        s.push(format!("flush chain {f} {t} postrouting"));
         for (ip, _) in &fams {
             let n = if *ip == "ip" { 4 } else { 6 };
             let nfproto = if *ip == "ip" { "ipv4" } else { "ipv6" };
@@ -397,8 +452,29 @@ impl Nftables {
             } else {
                 String::new()
             };
+            let flow = format!("{ip} saddr . {ip} daddr . meta l4proto . th dport");
             s.push(format!("add rule {f} {t} prerouting {prefix}dnat {ip} addr . port to {ip} saddr . meta l4proto . th dport map @dnat{n}"));
-            s.push(format!("add rule {f} {t} forward {ip} saddr . {ip} daddr . meta l4proto . th dport @fwd{n} accept"));
+            s.push(format!(
+                "add rule {f} {t} prerouting {prefix}dnat {ip} to {ip} saddr map @dnatall{n}"
+            ));
+            s.push(format!("add rule {f} {t} forward {flow} @fwd{n} accept"));
+            s.push(format!(
+                "add rule {f} {t} forward {ip} saddr @fwdall{n} accept"
+            ));
+            if self.cfg.snat {
+                s.push(format!(
+                    "add rule {f} {t} postrouting {prefix}snat {ip} to {flow} map @snat{n}"
+                ));
+                s.push(format!(
+                    "add rule {f} {t} postrouting {flow} @masq{n} masquerade"
+                ));
+                s.push(format!(
+                    "add rule {f} {t} postrouting {prefix}snat {ip} to {ip} saddr map @snatall{n}"
+                ));
+                s.push(format!(
+                    "add rule {f} {t} postrouting {ip} saddr @masqall{n} masquerade"
+                ));
+            }
         }
         s
     }
@@ -418,23 +494,66 @@ impl Nftables {
         }
         let k = if v6 { 6 } else { 4 };
         let p = g.proto.name();
-        let mut v = vec![(
-            format!("dnat{k}"),
-            format!("{} . {p} . {}", g.source, g.port),
-            Some(format!("{} . {}", n.to, n.to_port)),
-        )];
+        let (src, to) = (g.source, n.to);
+        let mut v = Vec::new();
         if n.local {
+            if n.dnat {
+                v.push((
+                    format!("dnat{k}"),
+                    format!("{src} . {p} . {}", g.port),
+                    Some(format!("{to} . {}", n.to_port)),
+                ));
+            }
             v.push((
                 self.set_name(v6).to_owned(),
-                format!("{} . {p} . {}", g.source, n.to_port),
+                format!("{src} . {p} . {}", n.to_port),
                 None,
             ));
-        } else {
-            v.push((
-                format!("fwd{k}"),
-                format!("{} . {} . {p} . {}", g.source, n.to, n.to_port),
-                None,
-            ));
+            return Ok(v);
+        }
+        if n.dnat {
+            v.push(if n.all {
+                (format!("dnatall{k}"), src.to_string(), Some(to.to_string()))
+            } else {
+                (
+                    format!("dnat{k}"),
+                    format!("{src} . {p} . {}", g.port),
+                    Some(format!("{to} . {}", n.to_port)),
+                )
+            });
+        }
+        let (all, flow) = (
+            if n.all { "all" } else { "" },
+            if n.all {
+                src.to_string()
+            } else {
+                format!("{src} . {to} . {p} . {}", n.to_port)
+            },
+        );
+        v.push((format!("fwd{all}{k}"), flow.clone(), None));
+        match n.snat {
+            Some(crate::Snat::To(a)) => {
+                if !self.cfg.snat {
+                    return Err(Error::Config(
+                        "SNAT is not enabled (ENABLE_IPT_SNAT)".into(),
+                    ));
+                }
+                if a.is_ipv6() != v6 {
+                    return Err(Error::Config(format!(
+                        "SNAT of {src} to {a} mixes address families"
+                    )));
+                }
+                v.push((format!("snat{all}{k}"), flow, Some(a.to_string())));
+            }
+            Some(crate::Snat::Masquerade) => {
+                if !self.cfg.snat {
+                    return Err(Error::Config(
+                        "MASQUERADE is not enabled (ENABLE_IPT_SNAT)".into(),
+                    ));
+                }
+                v.push((format!("masq{all}{k}"), flow, None));
+            }
+            None => {}
         }
         Ok(v)
     }
@@ -675,6 +794,35 @@ impl Firewall for Nftables {
         Ok(out)
     }
 
+    fn intact(&mut self) -> Result<(), Error> {
+        let (f, t, c) = (self.fam(), self.cfg.table.clone(), self.chain().to_owned());
+        let chain = self
+            .run(&["list", "chain", f, &t, &c], None)
+            .map_err(|e| match e {
+                Error::Refused(m) if m.contains("No such file or directory") => {
+                    Error::Missing(format!("{f} {t} {c} is gone"))
+                }
+                other => other,
+            })?;
+        for v6 in [false, true] {
+            if (v6 && !self.cfg.family.v6()) || (!v6 && !self.cfg.family.v4()) {
+                continue;
+            }
+            let set = self.set_name(v6);
+            if !chain.contains(&format!("@{set}")) {
+                return Err(Error::Missing(format!(
+                    "the rule matching @{set} is missing from {f} {t} {c}"
+                )));
+            }
+        }
+        if self.cfg.default_drop && !chain.contains("policy drop") {
+            return Err(Error::Missing(format!(
+                "{f} {t} {c} no longer has its drop policy"
+            )));
+        }
+        Ok(())
+    }
+
     fn shutdown(&mut self) -> Result<(), Error> {
         let ours = if self.cfg.chain.is_some() {
             self.our_rule_handles()?
@@ -690,6 +838,21 @@ impl Firewall for Nftables {
         self.cfg.nat && self.cfg.chain.is_none()
     }
 
+    fn supports(&self, f: crate::Feature) -> crate::Support {
+        use crate::{Feature, Support};
+        match f {
+            Feature::Nat if self.supports_nat() => Support::Yes,
+            Feature::Snat if self.supports_nat() && self.cfg.snat => Support::Yes,
+            Feature::Nat | Feature::Snat if self.cfg.chain.is_some() => Support::No(
+                "NAT access needs posternd's own table, not an existing NFT_CHAIN".into(),
+            ),
+            Feature::Output => Support::NoEffect(
+                "posternd adds no output rules on nftables: an accept in posternd's own table (which has no output policy) cannot override a drop in another table's output chain, and NFT_CHAIN names an input chain only; if your output policy drops, accept 'ct state established,related' there, which covers the replies of every opening".into(),
+            ),
+            _ => Support::No("not enabled".into()),
+        }
+    }
+
     fn describe(&self) -> String {
         match &self.cfg.chain {
             None => format!(
@@ -701,10 +864,11 @@ impl Firewall for Nftables {
                 } else {
                     ""
                 },
-                if self.cfg.nat {
-                    ", NAT (prerouting DNAT maps, forward sets)"
-                } else {
-                    ""
+                match (self.cfg.nat, self.cfg.snat) {
+                    (true, true) =>
+                        ", NAT (prerouting DNAT maps, forward sets, postrouting SNAT maps and MASQUERADE sets)",
+                    (true, false) => ", NAT (prerouting DNAT maps, forward sets)",
+                    _ => "",
                 }
             ),
             Some(c) => format!(
@@ -785,6 +949,63 @@ mod tests {
              delete element inet postern allow4 { 198.18.1.2 . tcp . 22 }\n\
              add element inet postern allow4 { 198.18.1.2 . tcp . 22 timeout 30s }\n"
         );
+    }
+
+    #[test]
+    fn nat_translations_are_elements_with_timeouts() {
+        let n = Nftables::new(NftConfig {
+            nat: true,
+            snat: true,
+            ..NftConfig::default()
+        })
+        .unwrap();
+        let base = n.base_script(false, &[]);
+        for r in [
+            "add chain inet postern postrouting { type nat hook postrouting priority srcnat; policy accept; }",
+            "add rule inet postern postrouting meta nfproto ipv4 snat ip to ip saddr . ip daddr . meta l4proto . th dport map @snat4",
+            "add rule inet postern postrouting ip saddr . ip daddr . meta l4proto . th dport @masq4 masquerade",
+            "add rule inet postern postrouting meta nfproto ipv6 snat ip6 to ip6 saddr map @snatall6",
+            "add rule inet postern prerouting meta nfproto ipv4 dnat ip to ip saddr map @dnatall4",
+            "add rule inet postern forward ip saddr @fwdall4 accept",
+        ] {
+            assert!(base.contains(r), "{r}\n{base}");
+        }
+        let mut nat = crate::Nat::to("198.18.2.2".parse().unwrap(), 55000, false);
+        nat.snat = Some(crate::Snat::To("198.18.9.1".parse().unwrap()));
+        let g = Grant {
+            source: "198.18.1.2".parse().unwrap(),
+            proto: Protocol::Tcp,
+            port: 22,
+            timeout: Duration::from_secs(30),
+            nat: Some(nat),
+        };
+        let s = n.grant_script(&[g]).unwrap();
+        assert!(s.contains("add element inet postern dnat4 { 198.18.1.2 . tcp . 22 timeout 30s : 198.18.2.2 . 55000 }"), "{s}");
+        assert!(s.contains("add element inet postern fwd4 { 198.18.1.2 . 198.18.2.2 . tcp . 55000 timeout 30s }"), "{s}");
+        assert!(s.contains("add element inet postern snat4 { 198.18.1.2 . 198.18.2.2 . tcp . 55000 timeout 30s : 198.18.9.1 }"), "{s}");
+        let mut all = g;
+        nat.snat = Some(crate::Snat::Masquerade);
+        nat.all = true;
+        nat.dnat = false;
+        all.nat = Some(nat);
+        let s = n.grant_script(&[all]).unwrap();
+        assert!(!s.contains("dnat"), "{s}");
+        assert!(
+            s.contains("add element inet postern fwdall4 { 198.18.1.2 timeout 30s }"),
+            "{s}"
+        );
+        assert!(
+            s.contains("add element inet postern masqall4 { 198.18.1.2 timeout 30s }"),
+            "{s}"
+        );
+        // Without ENABLE_IPT_SNAT the postrouting chain stays empty and SNAT is refused.
+        let off = Nftables::new(NftConfig {
+            nat: true,
+            ..NftConfig::default()
+        })
+        .unwrap();
+        assert!(!off.base_script(false, &[]).contains("masquerade"));
+        assert!(off.grant_script(&[all]).is_err());
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub struct Clock {
     pub nat_forwarding: bool,
     /// `ENABLE_IPT_LOCAL_NAT`: NAT access to this host's own ports.
     pub nat_local: bool,
+    /// `ENABLE_IPT_SNAT` with `SNAT_TRANSLATE_IP` (SNAT) or without it (MASQUERADE):
+    /// how forwarded NAT connections leave; `None` when off. A stanza's `FORCE_SNAT` /
+    /// `FORCE_MASQUERADE` override it.
+    pub snat: Option<postern_fw::Snat>,
 }
 
 /// Why a packet opened nothing.
@@ -329,7 +333,7 @@ fn check_stanza(
         if !grantable(to) || to.is_ipv6() != allow.is_ipv6() {
             return Err(fail(Reason::NatRefused("unusable NAT address")));
         }
-        Some(postern_fw::Nat { to, to_port, local })
+        Some(nat_translation(s, clock, to, to_port, local, allow).map_err(fail)?)
     } else {
         None
     };
@@ -382,6 +386,48 @@ fn check_stanza(
         }),
         m.username,
     ))
+}
+
+/// The NAT opening of an accepted NAT request, as fwknopd 2.6.10 builds it: DNAT (unless
+/// `DISABLE_DNAT`), the forward (or, for local NAT, input) opening, and for forwarded
+/// connections the source translation of `ENABLE_IPT_SNAT`, which a stanza's
+/// `FORCE_MASQUERADE` or `FORCE_SNAT` overrides (and which they never turn on). Where
+/// fwknopd adds a POSTROUTING rule for local NAT, posternd adds none: connections to this
+/// host never pass POSTROUTING. `FORWARD_ALL` applies to forwarded NAT only.
+fn nat_translation(
+    s: &Stanza,
+    clock: Clock,
+    to: IpAddr,
+    to_port: u16,
+    local: bool,
+    allow: IpAddr,
+) -> Result<postern_fw::Nat, Reason> {
+    use postern_fw::Snat;
+    let snat = match clock.snat {
+        Some(default) if !local => Some(if s.nat.force_masquerade {
+            Snat::Masquerade
+        } else if let Some(a) = s.nat.force_snat {
+            Snat::To(a)
+        } else {
+            default
+        }),
+        _ => None,
+    };
+    if let Some(Snat::To(a)) = snat {
+        if a.is_ipv6() != allow.is_ipv6() {
+            return Err(Reason::NatRefused(
+                "the SNAT address (SNAT_TRANSLATE_IP / FORCE_SNAT) is of another address family than the grant",
+            ));
+        }
+    }
+    Ok(postern_fw::Nat {
+        to,
+        to_port,
+        local,
+        snat,
+        all: s.nat.forward_all && !local,
+        dnat: !s.nat.disable_dnat,
+    })
 }
 
 /// Whether an address may be named in a grant: a unicast address of a remote host.
@@ -451,6 +497,70 @@ pub fn authorize(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nat_translations_follow_fwknopd() {
+        use postern_fw::Snat;
+        let stanzas = crate::config::access::parse_text(
+            "SOURCE ANY\nKEY k1\n\
+             SOURCE ANY\nKEY k2\nFORCE_NAT 198.18.2.2 1\nFORCE_SNAT 198.18.9.9\nFORWARD_ALL Y\n\
+             SOURCE ANY\nKEY k3\nFORCE_NAT 198.18.2.2 1\nFORCE_SNAT 198.18.9.9\nFORCE_MASQUERADE Y\nDISABLE_DNAT Y\n",
+            std::path::Path::new("/a.conf"),
+            0,
+        )
+        .unwrap();
+        let translate: IpAddr = "198.18.9.1".parse().unwrap();
+        let clock = |snat| Clock {
+            now: 0,
+            aging: false,
+            max_age: 0,
+            not_before: None,
+            nat_forwarding: true,
+            nat_local: true,
+            snat,
+        };
+        let (to, src): (IpAddr, IpAddr) =
+            ("198.18.2.2".parse().unwrap(), "198.18.1.2".parse().unwrap());
+        let t = |i: usize, snat, local| {
+            nat_translation(&stanzas[i], clock(snat), to, 1, local, src).unwrap()
+        };
+        let on = Some(Snat::To(translate));
+        assert_eq!(
+            t(0, on, false),
+            postern_fw::Nat {
+                snat: on,
+                ..postern_fw::Nat::to(to, 1, false)
+            }
+        );
+        assert_eq!(t(0, None, false).snat, None, "ENABLE_IPT_SNAT off");
+        assert_eq!(
+            t(0, on, true).snat,
+            None,
+            "local NAT is never source-translated"
+        );
+        let forced = t(1, Some(Snat::Masquerade), false);
+        assert_eq!(forced.snat, Some(Snat::To("198.18.9.9".parse().unwrap())));
+        assert!(forced.all && forced.dnat);
+        assert_eq!(
+            t(1, None, false).snat,
+            None,
+            "FORCE_SNAT alone turns nothing on"
+        );
+        assert!(!t(1, on, true).all, "FORWARD_ALL is for forwarded NAT");
+        let masq = t(2, on, false);
+        assert_eq!(masq.snat, Some(Snat::Masquerade));
+        assert!(!masq.dnat && !masq.all);
+        let six: IpAddr = "2001:db8::2".parse().unwrap();
+        assert!(nat_translation(
+            &stanzas[0],
+            clock(on),
+            "2001:db8::5".parse().unwrap(),
+            1,
+            false,
+            six
+        )
+        .is_err());
+    }
 
     #[test]
     fn substitution() {

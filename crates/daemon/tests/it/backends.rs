@@ -62,6 +62,26 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Take posternd's base away as an admin or a service restart would.
+    fn break_base(self, lab: &Lab) {
+        match self {
+            Backend::Nftables => {
+                lab.srv.run(&["nft", "flush", "ruleset"]);
+            }
+            Backend::IptablesNft | Backend::IptablesLegacy => {
+                let tool = if matches!(self, Backend::IptablesNft) {
+                    "iptables-nft"
+                } else {
+                    "iptables-legacy"
+                };
+                lab.srv
+                    .run(&[tool, "-w", "-D", "INPUT", "-j", "FWKNOP_INPUT"]);
+            }
+        }
+    }
+}
+
 fn knock(lab: &Lab, port: u16, allow: &str, dst: &str, extra: &[&str]) -> String {
     let k = keys("enc-1", "hmac-1");
     let mut a = strs(&k);
@@ -162,6 +182,32 @@ fn suite(backend: Backend) {
         !lab.c1.can_connect(SRV, 22, SHORT),
         "{b}: IPv6 grant opened IPv4"
     );
+    // The base taken away under a running posternd (a restart of nftables.service, an
+    // admin's `iptables -D`): within about a second, without a knock, posternd puts it
+    // back and the grant still owed with it; nobody else gets in.
+    knock(&lab, 22, C1, SRV, &["-f", "12"]);
+    assert!(lab.c1.wait_open(SRV, 22, Duration::from_secs(5)), "{b}");
+    backend.break_base(&lab);
+    let broken = Instant::now();
+    let log_has = |lab: &Lab| lab.log().contains("the firewall lost posternd's base");
+    while !log_has(&lab) && broken.elapsed() < Duration::from_secs(4) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = broken.elapsed();
+    assert!(log_has(&lab), "{b}: not repaired\n{}", lab.log());
+    assert!(
+        took < Duration::from_millis(2500),
+        "{b}: repaired after {took:?}"
+    );
+    assert!(
+        lab.c1.can_connect(SRV, 22, SHORT),
+        "{b}: owed grant not put back"
+    );
+    assert!(
+        !lab.c2.can_connect(SRV_C2, 22, SHORT),
+        "{b}: open for another source after the repair"
+    );
+    assert_eq!(lab.status()["firewall_repairs"], 1, "{b}");
     lab.stop();
 }
 

@@ -285,6 +285,15 @@ fn firewalld_rich_rules_with_timeouts() {
         "{t}"
     );
     assert!(t.contains("FIREWD_INPUT_ACCESS has no effect"), "{t}");
+    // Without FIREWALL_TYPE, a running firewalld is found on the bus and chosen (rules
+    // beside it would be lost at its next reload).
+    lab.configure("", ACCESS);
+    let out = bus.run_posternd(&lab, &["--check-config"]);
+    let t = text(&out);
+    assert!(
+        t.contains("(FIREWALL_TYPE not set and firewalld is running: rich rules in its zone)"),
+        "{t}"
+    );
 
     // Start: the stale rule is flushed (FLUSH_FIREWD_AT_INIT), the admin's stays.
     bus.start_posternd(&mut lab);
