@@ -42,6 +42,8 @@ pub struct PendingClose {
 pub struct Ledger {
     grants: HashMap<(IpAddr, Protocol, u16), Entry>,
     closes: Vec<(u64, PendingClose)>,
+    /// Grants whose time ran out, until [`Ledger::closed`] takes them (for alerts).
+    closed: Vec<((IpAddr, Protocol, u16), Entry)>,
 }
 
 impl Ledger {
@@ -75,10 +77,29 @@ impl Ledger {
 
     /// Forget closed grants; the open ones, soonest first.
     pub fn active(&mut self, now: u64) -> Vec<((IpAddr, Protocol, u16), Entry)> {
-        self.grants.retain(|_, e| e.expires > now);
+        self.forget_closed(now);
         let mut v: Vec<_> = self.grants.iter().map(|(k, e)| (*k, e.clone())).collect();
         v.sort_by_key(|(k, e)| (e.expires, k.0, k.2));
         v
+    }
+
+    /// The grants that closed since the last call (their time ran out), soonest first.
+    pub fn closed(&mut self, now: u64) -> Vec<((IpAddr, Protocol, u16), Entry)> {
+        self.forget_closed(now);
+        let mut v = std::mem::take(&mut self.closed);
+        v.sort_by_key(|(k, e)| (e.expires, k.0, k.2));
+        v
+    }
+
+    fn forget_closed(&mut self, now: u64) {
+        let closed = &mut self.closed;
+        self.grants.retain(|k, e| {
+            let open = e.expires > now;
+            if !open {
+                closed.push((*k, e.clone()));
+            }
+            open
+        });
     }
 
     /// Schedule a close command.
@@ -114,6 +135,9 @@ mod tests {
         assert_eq!(l.effective_timeout(k, 500, 100), 500);
         assert_eq!(l.active(399).len(), 1);
         assert!(l.active(400).is_empty());
+        // Closed once, whoever noticed first.
+        assert_eq!(l.closed(400).len(), 1);
+        assert!(l.closed(401).is_empty());
     }
 
     #[test]
