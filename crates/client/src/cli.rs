@@ -75,11 +75,86 @@ pub fn generate(what: &str) -> Vec<u8> {
     };
     match shell {
         Some(sh) => clap_complete::generate(sh, &mut cmd, "postern", &mut out),
-        None => {
-            let _ = clap_mangen::Man::new(cmd).render(&mut out);
-        }
+        None => out = man_page(cmd),
     }
     out
+}
+
+/// The sections of postern(1) that clap cannot know.
+const MAN_SECTIONS: &str = r#".SH FILES
+.TP
+.I ~/.fwknoprc
+Named stanzas of settings
+.RB ( \-n ,
+.BR \-\-rc\-file ,
+.BR \-\-save\-rc\-stanza ),
+in fwknop's format; it holds keys, so it should be readable by its owner only.
+.TP
+.I ~/.fwknop.run
+The last run's arguments
+.RB ( \-l ,
+.BR \-\-show\-last ,
+.BR \-\-no\-save\-args ).
+.SH EXIT STATUS
+0 when the packet was sent (or, with
+.BR \-T ,
+built), the keys generated or the packet decoded; 1 on any error, with one line on
+standard error naming the flag, file or check at fault.
+.SH SEE ALSO
+.BR posternd (8),
+.BR posternd.conf (5),
+.BR postern\-access.conf (5)
+"#;
+
+/// postern(1): the flags, then every subcommand in the page itself (there are no
+/// `postern-decode(1)` pages), then FILES, EXIT STATUS and SEE ALSO. Plain ASCII
+/// (anything else as a groff escape).
+fn man_page(cmd: clap::Command) -> Vec<u8> {
+    let mut cmd = cmd.subcommand_value_name("COMMAND");
+    cmd.build();
+    let piece = |render: &dyn Fn(&mut Vec<u8>) -> std::io::Result<()>, first: bool, keep: bool| {
+        let mut buf = Vec::new();
+        let _ = render(&mut buf);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        text.lines()
+            .filter(|l| {
+                let preamble = l.starts_with(".ie \\n(.g .ds Aq") || l.starts_with(".el .ds Aq");
+                (first || !preamble) && (keep || !l.starts_with(".SH "))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    let man = clap_mangen::Man::new(cmd.clone());
+    let mut s = piece(&|w| man.render_title(w), true, true);
+    s += &piece(&|w| man.render_name_section(w), false, true);
+    s += &piece(&|w| man.render_synopsis_section(w), false, true);
+    s += &piece(&|w| man.render_description_section(w), false, true);
+    s += &piece(&|w| man.render_options_section(w), false, true);
+    let subs: Vec<&clap::Command> = cmd.get_subcommands().filter(|c| !c.is_hide_set()).collect();
+    if !subs.is_empty() {
+        s.push_str(".SH COMMANDS\n");
+    }
+    for sub in subs {
+        let name = format!("postern {}", sub.get_name());
+        s += &format!(".SS \"{name}\"\n");
+        let m = clap_mangen::Man::new(sub.clone().bin_name(&name));
+        s += &piece(&|w| m.render_synopsis_section(w), false, false);
+        s.push_str(".PP\n");
+        s += &piece(&|w| m.render_description_section(w), false, false);
+        s += &piece(&|w| m.render_options_section(w), false, false);
+    }
+    s.push_str(MAN_SECTIONS);
+    s += &piece(&|w| man.render_version_section(w), false, true);
+    s.chars()
+        .map(|c| {
+            if c.is_ascii() {
+                c.to_string()
+            } else {
+                format!("\\[u{:04X}]", u32::from(c))
+            }
+        })
+        .collect::<String>()
+        .into_bytes()
 }
 
 /// Flags of `postern keygen`.
