@@ -6,7 +6,9 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "run as root (apt installs, network namespaces, nftables)" >&2
     exit 1
 fi
-pkgs=(fwknop-client fwknop-server nftables iptables iproute2 python3 systemd systemd-container build-essential pkg-config ca-certificates curl redis-server redis-tools ipset openssl firewalld)
+pkgs=(fwknop-client fwknop-server nftables iptables iproute2 python3 systemd systemd-container build-essential pkg-config ca-certificates curl redis-server redis-tools ipset openssl firewalld tcpdump python3-aiosmtpd groff-base lintian)
+# python3-aiosmtpd: the alert tests' SMTP server (Debian's /usr/bin/python3 has it).
+# groff-base, lintian: the man page checks and the package test (scripts/package-test.sh).
 # firewalld: its tests run their own firewalld in a namespace, on a bus of their own. Masked
 # before its first install (as `systemctl mask` does), so that the package never enables or
 # starts it on this host, where it would take over the firewall.
@@ -27,6 +29,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# fail2ban's own fail2ban-regex checks the shipped filter against real log lines. Unpacked,
+# not installed: the package would start fail2ban on this host, with its default sshd jail.
+F2B=/opt/postern-test/fail2ban
+if [ ! -x "$F2B/usr/bin/fail2ban-regex" ]; then
+    echo "==> unpacking fail2ban (for fail2ban-regex) into $F2B"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && { apt-get download -qq fail2ban 2>/dev/null \
+        || { apt-get update -qq && apt-get download -qq fail2ban 2>/dev/null; }; })
+    mkdir -p "$F2B"
+    dpkg -x "$tmp"/fail2ban_*.deb "$F2B"
+    rm -rf "$tmp"
 fi
 if ! command -v cargo >/dev/null; then
     if [ ! -x "$HOME/.cargo/bin/cargo" ]; then

@@ -26,6 +26,11 @@ cargo deny --all-features check licenses bans sources
 say "cargo test"
 cargo test --workspace --locked
 
+say "Debian package: build, dpkg -i, selftest, purge (scripts/package-test.sh)"
+package_start=$(date +%s)
+scripts/package-test.sh
+echo "package step: $(($(date +%s) - package_start)) s"
+
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
     say "fuzz smoke run (${FUZZ_SECONDS}s per target)"

@@ -97,7 +97,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "fwknopd-udp,fwknopd-udp-fast,fwknopd-pcap,fwknopd-pcap-fast,posternd-udp,posternd-afpacket,posternd-fleet,posternd-fleet-wait"
+        default_value = "fwknopd-udp,fwknopd-udp-fast,fwknopd-pcap,fwknopd-pcap-fast,posternd-udp,posternd-afpacket,posternd-fleet,posternd-fleet-wait,posternd-iptables"
     )]
     servers: Vec<String>,
     /// The posternd binary (build it with --release first).
@@ -117,10 +117,13 @@ enum Kind {
     PosterndFleet,
     /// posternd-fleet with `FLEET_REDIS_WAIT 1` and a replica.
     PosterndFleetWait,
+    /// posternd-afpacket on the iptables backend (FWKNOP_INPUT and ipset), on the same
+    /// iptables default-drop host as the fwknopd kinds.
+    PosterndIptables,
 }
 
 impl Kind {
-    const ALL: [Kind; 8] = [
+    const ALL: [Kind; 9] = [
         Kind::FwknopdUdp,
         Kind::FwknopdUdpFast,
         Kind::FwknopdPcap,
@@ -129,6 +132,7 @@ impl Kind {
         Kind::PosterndAfPacket,
         Kind::PosterndFleet,
         Kind::PosterndFleetWait,
+        Kind::PosterndIptables,
     ];
     fn parse(s: &str) -> Result<Kind> {
         Kind::ALL
@@ -146,6 +150,7 @@ impl Kind {
             Kind::PosterndAfPacket => "posternd-afpacket",
             Kind::PosterndFleet => "posternd-fleet",
             Kind::PosterndFleetWait => "posternd-fleet-wait",
+            Kind::PosterndIptables => "posternd-iptables",
         }
     }
     fn is_fwknopd(self) -> bool {
@@ -438,7 +443,7 @@ impl Lab {
         }
         let svc = tcp_service(&srv, "0.0.0.0", &[SERVICE_PORT], &dir.join("svc.log"));
         let p = |n: &str| dir.join(n).display().to_string();
-        if kind.is_fwknopd() {
+        if kind.is_fwknopd() || kind == Kind::PosterndIptables {
             let mut rules = vec![
                 "-P INPUT DROP",
                 "-A INPUT -i lo -j ACCEPT",
@@ -452,6 +457,8 @@ impl Lab {
                 argv.extend(r.split(' '));
                 srv.run(&argv);
             }
+        }
+        if kind.is_fwknopd() {
             let intake = if kind.is_udp() {
                 "ENABLE_UDP_SERVER Y\n"
             } else {
@@ -480,7 +487,12 @@ impl Lab {
             write_600(
                 &dir.join("fwknopd.conf"),
                 &format!(
-                    "{intake}NFT_DEFAULT_DROP Y\nDIGEST_FILE {}\nMAX_REPLAY_ENTRIES 400000\nACCESS_FILE {}\n{fleet}",
+                    "{intake}{}\nDIGEST_FILE {}\nMAX_REPLAY_ENTRIES 400000\nACCESS_FILE {}\n{fleet}",
+                    if kind == Kind::PosterndIptables {
+                        "FIREWALL_TYPE iptables"
+                    } else {
+                        "NFT_DEFAULT_DROP Y"
+                    },
                     p("digest"),
                     p("access.conf")
                 ),
@@ -1436,7 +1448,7 @@ fn rows(cli: &Cli) -> Vec<Row> {
 }
 
 /// The ratio columns: posternd against each fwknopd it is compared with.
-const RATIOS: [(Kind, Kind); 7] = [
+const RATIOS: [(Kind, Kind); 10] = [
     (Kind::PosterndFleet, Kind::PosterndAfPacket),
     (Kind::PosterndFleetWait, Kind::PosterndFleet),
     (Kind::PosterndUdp, Kind::FwknopdUdp),
@@ -1444,6 +1456,9 @@ const RATIOS: [(Kind, Kind); 7] = [
     (Kind::PosterndAfPacket, Kind::FwknopdUdp),
     (Kind::PosterndAfPacket, Kind::FwknopdPcap),
     (Kind::PosterndAfPacket, Kind::FwknopdPcapFast),
+    (Kind::PosterndIptables, Kind::PosterndAfPacket),
+    (Kind::PosterndIptables, Kind::FwknopdPcap),
+    (Kind::PosterndIptables, Kind::FwknopdPcapFast),
 ];
 
 fn report(
@@ -1562,7 +1577,11 @@ fn targets(all: &BTreeMap<Kind, Vec<Figures>>) -> String {
     let mut s = String::from("\nTargets (posternd, medians of the runs above):\n\n");
     let mark = |ok: bool| if ok { "met" } else { "NOT met" };
     let fw_udp = median(all, Kind::FwknopdUdp, |f| Some(f.examined_per_s));
-    for k in [Kind::PosterndUdp, Kind::PosterndAfPacket] {
+    for k in [
+        Kind::PosterndUdp,
+        Kind::PosterndAfPacket,
+        Kind::PosterndIptables,
+    ] {
         if !all.contains_key(&k) {
             continue;
         }

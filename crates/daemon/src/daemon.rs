@@ -22,6 +22,7 @@ use postern_capture::Datagram;
 use postern_fw::Firewall;
 use postern_proto::ReplayKey;
 
+use crate::alert::{Alerts, Event as Alert, Fault};
 use crate::clock::Now;
 use crate::config::Config;
 use crate::fleet::message::GrantMessage;
@@ -46,8 +47,25 @@ pub struct Counters {
     pub commands: u64,
     /// Firewall errors.
     pub firewall_errors: u64,
+    /// Times posternd's firewall base was found gone and reinstalled.
+    pub firewall_repairs: u64,
     /// Datagrams lost before examination (full queue, socket drops).
     pub dropped: u64,
+}
+
+impl Counters {
+    /// Add `other`'s counts to these.
+    pub fn add(&mut self, other: &Counters) {
+        self.examined += other.examined;
+        for (k, n) in &other.refused {
+            *self.refused.entry(k).or_insert(0) += n;
+        }
+        self.grants += other.grants;
+        self.commands += other.commands;
+        self.firewall_errors += other.firewall_errors;
+        self.firewall_repairs += other.firewall_repairs;
+        self.dropped += other.dropped;
+    }
 }
 
 /// A packet that decrypted, with what was decided about it.
@@ -152,16 +170,33 @@ pub struct Daemon {
     test_mode: bool,
     junk: BTreeMap<&'static str, u64>,
     last_junk_log: Instant,
+    /// Whether the last check found posternd's firewall base gone and could not put it
+    /// back (so that the error is logged once, not every second).
+    fw_broken: bool,
+    /// Whether refusals are logged per source address (the privileged part; the worker
+    /// forwards them instead).
+    pub log_refusals: bool,
+    refusal_log: crate::pipeline::refusals::RefusalLog,
+    /// The refusals from this address the worker says it did not forward.
+    worker_suppressed: u64,
+    /// The last metrics error logged.
+    last_metrics_error: Option<String>,
     mismatch_logged: Option<Instant>,
     started: u64,
     /// See [`NotBefore`].
     pub not_before: Option<NotBefore>,
     /// The unprivileged worker's last reported counters, with privilege separation.
     pub worker_counters: Option<Counters>,
+    /// The last counters of workers that were replaced.
+    retired_workers: Counters,
+    /// The generation of the worker whose counters are in `worker_counters`.
+    worker_generation: u64,
     /// The fleet this gateway belongs to (shared replay window, fleet-wide grants).
     pub fleet: Option<Fleet>,
     /// Nonces of fleet messages applied, with their deadlines (ms): never twice.
     fleet_nonces: std::collections::HashMap<String, u64>,
+    /// Access alerts (off until `main` starts them in the privileged part).
+    pub alerts: Alerts,
 }
 
 impl Daemon {
@@ -182,12 +217,20 @@ impl Daemon {
             test_mode,
             junk: BTreeMap::new(),
             last_junk_log: Instant::now(),
+            fw_broken: false,
+            log_refusals: true,
+            refusal_log: Default::default(),
+            worker_suppressed: 0,
+            last_metrics_error: None,
             mismatch_logged: None,
             started: Now::read().wall,
             not_before: None,
             worker_counters: None,
+            retired_workers: Counters::default(),
+            worker_generation: 0,
             fleet: None,
             fleet_nonces: std::collections::HashMap::new(),
+            alerts: Alerts::off(),
         }
     }
 
@@ -209,6 +252,9 @@ impl Daemon {
         self.replay.begin();
         if let Some(why) = self.replay.degraded() {
             log::error(&format!("{why}: the replay store runs IN MEMORY ONLY"));
+            let detail = format!("{why}: the replay store runs in memory only");
+            let ev = Alert::fault(Fault::Persistence, None, detail);
+            self.alerts.emit(ev);
         }
         Ok(())
     }
@@ -233,6 +279,7 @@ impl Daemon {
                 .map(|n| n.wall),
             nat_forwarding: self.config.server.nat_forwarding,
             nat_local: self.config.server.nat_local,
+            snat: self.config.server.ipt.snat_default(),
         }
     }
 
@@ -240,9 +287,24 @@ impl Daemon {
         *self.counters.refused.entry(label).or_insert(0) += 1;
     }
 
-    fn count_junk(&mut self, label: &'static str) {
+    /// A packet refused before it authenticated: counted, summarised once a minute, and
+    /// logged with its source address (every packet when verbose; otherwise at most one
+    /// line per address every 10 s, see [`crate::pipeline::refusals`]).
+    fn count_junk(&mut self, label: &'static str, src: IpAddr, reason: &dyn std::fmt::Display) {
         self.refuse(label);
         *self.junk.entry(label).or_insert(0) += 1;
+        if self.verbose {
+            log::info(&format!("{src}: refused: {reason}"));
+        } else if self.log_refusals {
+            use crate::pipeline::refusals::{line, Say};
+            if let Some(mut say) = self.refusal_log.refused(src, Instant::now()) {
+                if let Say::Source { suppressed } = &mut say {
+                    // What the worker left out for this address (privilege separation).
+                    *suppressed += std::mem::take(&mut self.worker_suppressed);
+                }
+                log::info(&line(src, reason, say));
+            }
+        }
     }
 
     /// Run one datagram through the whole pipeline (one process).
@@ -267,19 +329,14 @@ impl Daemon {
             Ok(p) => p,
             Err(e) => {
                 let r = Reason::Junk(e);
-                self.count_junk(r.label());
-                if self.verbose {
-                    log::info(&format!("{src}: refused: {r}"));
-                }
+                self.count_junk(r.label(), src, &r);
                 return Step::Done(Outcome::Refused(Refusal::Policy(r)));
             }
         };
         let key = packet.replay_key();
         if self.replay.contains(&key) {
-            self.count_junk("replay");
-            if self.verbose {
-                log::info(&format!("{src}: refused: {}", Reason::Replay));
-            }
+            self.count_junk("replay", src, &Reason::Replay);
+            self.alerts.emit(Alert::replay(src));
             return Step::Done(Outcome::Refused(Refusal::Policy(Reason::Replay)));
         }
         let decision = authorize(&packet, src, dst, &self.config.stanzas, self.clock(now));
@@ -306,7 +363,12 @@ impl Daemon {
     pub fn rederive(&mut self, d: &Datagram, now: Now) -> Option<Decided> {
         let before = self.counters.clone();
         let junk = self.junk.clone();
-        match self.decide(d, now) {
+        // A candidate the worker claims authenticated: if it does not here, that is the
+        // worker's mismatch (below), not a refusal to log against its claimed source.
+        let log_refusals = std::mem::replace(&mut self.log_refusals, false);
+        let step = self.decide(d, now);
+        self.log_refusals = log_refusals;
+        match step {
             Step::Decided(x) => {
                 // The worker counted this datagram already.
                 self.counters.examined = before.examined;
@@ -369,6 +431,7 @@ impl Daemon {
             if self.replay.contains(&x.key) || in_batch.contains(&x.key) {
                 self.refuse("replay");
                 log::info(&format!("{src}: refused: {}", Reason::Replay));
+                self.alerts.emit(Alert::replay(src));
                 out[i] = Some(Outcome::Refused(Refusal::Policy(Reason::Replay)));
             } else if self.replay.len() + accepted.len() >= self.replay.cap() {
                 // Every entry counts: a refusal that decrypted is refused anyway, and
@@ -560,6 +623,9 @@ impl Daemon {
 
     fn persistence_lost(&mut self, why: &str) {
         self.refuse("replay_store");
+        let detail = format!("{why}: the replay store goes on in memory only");
+        let ev = Alert::fault(Fault::Persistence, None, detail);
+        self.alerts.emit(ev);
         log::error(&format!(
             "{why}: the replay store goes on IN MEMORY ONLY (replays are still refused; the next start will not trust the file and accepts only packets stamped after it for one age window)"
         ));
@@ -603,6 +669,7 @@ impl Daemon {
                 n.to,
                 n.to_port
             ));
+            desc.push_str(&n.extras());
         }
         (grants, desc)
     }
@@ -615,9 +682,11 @@ impl Daemon {
             .or_else(|first| match self.fw.setup(false) {
                 Ok(()) => {
                     let owed = self.reconcile(Now::read());
-                    log::warn(&format!(
+                    let line = format!(
                         "firewall change refused ({first}); base reinstalled, {owed} open grant(s) put back"
-                    ));
+                    );
+                    log::warn(&line);
+                    self.alerts.emit(Alert::fault(Fault::Firewall, None, line));
                     self.fw.apply(grants)
                 }
                 Err(_) => Err(first),
@@ -650,10 +719,9 @@ impl Daemon {
             Ok(()) => owed.len(),
             Err(e) => {
                 self.counters.firewall_errors += 1;
-                log::error(&format!(
-                    "cannot put back {} open grant(s): {e}",
-                    owed.len()
-                ));
+                let line = format!("cannot put back {} open grant(s): {e}", owed.len());
+                log::error(&line);
+                self.alerts.emit(Alert::fault(Fault::Firewall, None, line));
                 0
             }
         }
@@ -711,6 +779,7 @@ impl Daemon {
                 }
                 self.counters.grants += grants.len() as u64;
                 log::info(&format!("{who}: granted {desc}"));
+                self.alert_grant(grants, stanza, desc, now, origin);
                 if publish {
                     self.publish_grants(grants, stanza, now);
                 }
@@ -718,10 +787,108 @@ impl Daemon {
             }
             Err(e) => {
                 self.counters.firewall_errors += 1;
-                log::error(&format!("{who}: NOT opened {desc}: {e}"));
+                let line = format!("{who}: NOT opened {desc}: {e}");
+                log::error(&line);
+                let src = grants.first().map(|g| g.source);
+                self.alerts.emit(Alert::fault(Fault::Firewall, src, line));
                 Outcome::Refused(Refusal::Firewall(e.to_string()))
             }
         }
+    }
+
+    /// The grant alert: one per decision, its ports and the latest deadline.
+    fn alert_grant(
+        &mut self,
+        grants: &[postern_fw::Grant],
+        stanza: &str,
+        desc: &str,
+        now: Now,
+        origin: Option<&str>,
+    ) {
+        let Some(first) = grants.first() else { return };
+        let secs = grants
+            .iter()
+            .map(|g| g.timeout.as_secs())
+            .max()
+            .unwrap_or(0);
+        let ports = grants
+            .iter()
+            .map(|g| format!("{}/{}", g.proto.name(), g.port))
+            .collect();
+        let detail = match origin {
+            Some(o) => format!("granted {desc} (fleet grant from '{o}')"),
+            None => format!("granted {desc}"),
+        };
+        let ev = Alert::grant(first.source, stanza, ports, now.wall + secs, detail);
+        self.alerts.emit(ev);
+    }
+
+    /// Grants that closed: one log line, and one close alert, per address and stanza.
+    fn closes(
+        &mut self,
+        closed: Vec<(
+            (IpAddr, postern_proto::Protocol, u16),
+            crate::pipeline::expire::Entry,
+        )>,
+        now: Now,
+        why: &str,
+    ) {
+        let mut groups: Vec<(IpAddr, String, Vec<String>, u64)> = Vec::new();
+        for ((src, proto, port), e) in closed {
+            let ago = now.mono.saturating_sub(e.expires.min(now.mono));
+            let at = now.wall.saturating_sub(ago);
+            let p = format!("{}/{port}", proto.name());
+            match groups.iter_mut().find(|g| g.0 == src && g.1 == e.stanza) {
+                Some(g) => {
+                    g.2.push(p);
+                    g.3 = g.3.max(at);
+                }
+                None => groups.push((src, e.stanza, vec![p], at)),
+            }
+        }
+        for (src, stanza, ports, at) in groups {
+            log::info(&format!(
+                "{src} (stanza {stanza}): closed {} ({why})",
+                ports.join(",")
+            ));
+            if !self.alerts.enabled() {
+                continue;
+            }
+            let detail = format!("access for {src} to {} {why}", ports.join(","));
+            self.alerts
+                .emit(Alert::close(src, &stanza, ports, at, detail));
+        }
+    }
+
+    /// A candidate from the worker: one that passed its filter is re-derived
+    /// ([`Daemon::rederive`]); one it refused is decided again only to log the refusal
+    /// and alert on a replay, and never opens anything.
+    pub fn rederive_candidate(
+        &mut self,
+        c: &crate::privsep::protocol::Candidate,
+        now: Now,
+    ) -> Option<Decided> {
+        let d = c.datagram();
+        if !c.refused {
+            return self.rederive(&d, now);
+        }
+        // Refused in the worker: decided again here, with this process's keys and store;
+        // `decide` logs the refusal (per address, rate-limited) and raises the replay
+        // alert. The worker counted the packet already; and whatever this decides, a
+        // candidate sent as refused opens nothing.
+        let (counters, junk) = (self.counters.clone(), self.junk.clone());
+        self.worker_suppressed = c.suppressed.min(u64::from(u32::MAX));
+        // With -v the worker logged each of these itself: here, the per-address line.
+        let verbose = std::mem::replace(&mut self.verbose, false);
+        let step = self.decide(&d, now);
+        self.verbose = verbose;
+        self.worker_suppressed = 0;
+        self.counters = counters;
+        self.junk = junk;
+        if let Step::Decided(_) = step {
+            self.refuse("worker_mismatch");
+        }
+        None
     }
 
     /// Tell the fleet (one message per address: its ports and the latest deadline).
@@ -790,10 +957,7 @@ impl Daemon {
                     log::info(&format!("{who}: refused: {reason}"));
                 } else {
                     // Never decrypted under any stanza: junk, counted and summarised.
-                    self.count_junk(label);
-                    if self.verbose {
-                        log::info(&format!("{who}: refused: {reason}"));
-                    }
+                    self.count_junk(label, src, &reason);
                 }
                 Outcome::Refused(Refusal::Policy(reason))
             }
@@ -891,6 +1055,10 @@ impl Daemon {
     /// Periodic work: forget old replay entries, start due cycle closes (each in a
     /// thread of its own: the main loop never waits for a command), summarise junk.
     pub fn tick(&mut self, now: Now) {
+        self.watch_firewall(now);
+        self.expire_firewall(now);
+        let closed = self.ledger.closed(now.mono);
+        self.closes(closed, now, "expired");
         if let Err(e) = self.replay.prune(now) {
             log::error(&format!("cannot compact the replay store: {e}"));
         }
@@ -910,8 +1078,90 @@ impl Daemon {
         }
     }
 
+    /// Where the kernel cannot expire openings by itself (plain iptables rules, without
+    /// ipset), remove those past their deadline.
+    fn expire_firewall(&mut self, now: Now) {
+        if self.test_mode {
+            return;
+        }
+        match self.fw.expire(now.wall) {
+            Ok(0) => {}
+            Ok(n) => log::info(&format!("{n} firewall rule(s) past their deadline removed")),
+            Err(e) => {
+                self.counters.firewall_errors += 1;
+                log::error(&format!(
+                    "cannot remove expired firewall rules: {e}; retrying"
+                ));
+            }
+        }
+    }
+
+    /// A failure to write the metrics: logged once until it works again.
+    pub fn note_metrics_error(&mut self, what: &str) {
+        if self.last_metrics_error.as_deref() != Some(what) {
+            log::warn(&format!("metrics: {what}"));
+            self.last_metrics_error = Some(what.to_owned());
+        }
+    }
+
+    /// Check that posternd's base is still in the firewall (an `nft flush ruleset`, a
+    /// restart of nftables.service, `iptables -F`, a firewalld reload remove it); if it
+    /// is gone, reinstall it and put back every grant still owed. Called every second,
+    /// so a flushed default-drop host is closed again, and its users let in again,
+    /// within about a second.
+    pub fn watch_firewall(&mut self, now: Now) {
+        if self.test_mode {
+            return;
+        }
+        let missing = match self.fw.intact() {
+            Ok(()) => {
+                self.fw_broken = false;
+                return;
+            }
+            Err(postern_fw::Error::Missing(m)) => m,
+            Err(e) => {
+                // The firewall cannot even be asked (its tool fails): nothing is
+                // reinstalled blindly; said once, and the next grant's repair still
+                // applies.
+                if !self.fw_broken {
+                    log::warn(&format!(
+                        "cannot check posternd's firewall base: {e}; checking again every second"
+                    ));
+                }
+                self.fw_broken = true;
+                return;
+            }
+        };
+        match self.fw.setup(false) {
+            Ok(()) => {
+                let owed = self.reconcile(now);
+                self.counters.firewall_repairs += 1;
+                self.fw_broken = false;
+                let line = format!(
+                    "the firewall lost posternd's base ({missing}); base reinstalled, {owed} open grant(s) put back"
+                );
+                log::warn(&line);
+                self.alerts.emit(Alert::fault(Fault::Firewall, None, line));
+            }
+            Err(e) => {
+                if !self.fw_broken {
+                    self.counters.firewall_errors += 1;
+                    let line = format!(
+                        "the firewall lost posternd's base ({missing}) and it cannot be reinstalled: {e}; retrying every second"
+                    );
+                    log::error(&line);
+                    self.alerts.emit(Alert::fault(Fault::Firewall, None, line));
+                }
+                self.fw_broken = true;
+            }
+        }
+    }
+
     /// Replace the configuration, keeping grants, pending closes and the replay store.
     pub fn reload(&mut self, config: Config) {
+        if let Err(e) = self.alerts.restart(&config.server.alerts) {
+            log::error(&format!("alerts: {e}; the previous alert settings stay"));
+        }
         self.config = config;
     }
 
@@ -937,12 +1187,44 @@ impl Daemon {
         if let Err(e) = self.replay.close() {
             log::error(&format!("cannot close the replay store cleanly: {e}"));
         }
+        // The sender gets a few seconds for what it holds, never more.
+        let wait = Duration::from_secs(self.config.server.alerts.timeout.min(5));
         if self.test_mode || !self.config.server.flush_at_exit {
+            self.alerts.finish(wait);
             return;
         }
-        if let Err(e) = self.fw.shutdown() {
-            log::error(&format!("cannot clean up the firewall at exit: {e}"));
+        match self.fw.shutdown() {
+            Err(e) => log::error(&format!("cannot clean up the firewall at exit: {e}")),
+            Ok(()) => {
+                let now = Now::read();
+                let expired = self.ledger.closed(now.mono);
+                self.closes(expired, now, "expired");
+                let open = self.ledger.active(now.mono);
+                self.closes(open, now, "closed at exit (FLUSH_IPT_AT_EXIT)");
+            }
         }
+        self.alerts.finish(wait);
+    }
+
+    /// The counters and the number of open grants, for [`crate::metrics`] (what the
+    /// kernel holds is not read: that can be large, and metrics are written often).
+    pub fn metrics_json(&mut self, now: Now, extra: &serde_json::Value) -> serde_json::Value {
+        let mut v = self.counters_json(extra);
+        v["grants_open"] = self.ledger.active(now.mono).len().into();
+        v
+    }
+
+    /// A worker's counters; those of the worker it replaced are kept, so that every
+    /// counter only grows for the life of the process (reloads and restarted workers
+    /// included).
+    pub fn worker_stats(&mut self, generation: u64, c: Counters) {
+        if self.worker_generation != generation {
+            if let Some(old) = self.worker_counters.take() {
+                self.retired_workers.add(&old);
+            }
+            self.worker_generation = generation;
+        }
+        self.worker_counters = Some(c);
     }
 
     /// Status as JSON.
@@ -998,9 +1280,11 @@ impl Daemon {
             "user": me.user,
         })];
         if let Some(w) = &self.worker_counters {
-            counters.examined = w.examined;
-            counters.dropped = w.dropped;
-            for (k, n) in &w.refused {
+            let mut all = self.retired_workers.clone();
+            all.add(w);
+            counters.examined = all.examined;
+            counters.dropped = all.dropped;
+            for (k, n) in &all.refused {
                 *counters.refused.entry(k).or_insert(0) += n;
             }
             parts.push(extra["worker"].clone());
@@ -1019,6 +1303,8 @@ impl Daemon {
             "grants": counters.grants,
             "commands": counters.commands,
             "firewall_errors": counters.firewall_errors,
+            "firewall_repairs": counters.firewall_repairs,
+            "alerts": self.alerts.json(),
             "dropped": counters.dropped,
             "parts": parts,
             "replay_entries": self.replay.len(),
@@ -1079,6 +1365,22 @@ pub fn status_text(v: &serde_json::Value) -> String {
         "packets examined: {}, refused: {}, ports opened: {}, commands: {}, firewall errors: {}, dropped before examination: {}\n",
         v["examined"], refused, v["grants"], v["commands"], v["firewall_errors"], v["dropped"]
     ));
+    let a = &v["alerts"];
+    if let Some(sinks) = a["sinks"].as_array().filter(|s| !s.is_empty()) {
+        let names: Vec<String> = sinks.iter().map(t).collect();
+        s.push_str(&format!(
+            "alerts: sent {}, failed {}, dropped {}, queued {}, rate-limited {} ({})\n",
+            a["sent"],
+            a["failed"],
+            a["dropped"],
+            a["queued"],
+            a["suppressed"],
+            names.join("; ")
+        ));
+        if let Some(e) = a["last_error"].as_str() {
+            s.push_str(&format!("alerts: last failure: {}\n", log::clean(e)));
+        }
+    }
     if let Some(m) = v["refused"].as_object() {
         if !m.is_empty() {
             let parts: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -1403,6 +1705,22 @@ mod tests {
         );
         // Only packets that decrypted take replay entries: no forged entry fills the store.
         assert!(d.replay.len() <= 2, "{}", d.replay.len());
+        // A genuine packet the worker marks as refused (the path that only logs and
+        // alerts) opens nothing and takes no replay entry, and its suppressed count is
+        // only ever a number in a log line.
+        let entries = d.replay.len();
+        let c = crate::privsep::protocol::Candidate {
+            hint: u32::MAX,
+            src: genuine.src,
+            dst: genuine.dst,
+            received: T,
+            payload: String::from_utf8(genuine.payload.clone()).unwrap(),
+            refused: true,
+            suppressed: u64::MAX,
+        };
+        assert!(d.rederive_candidate(&c, at(T)).is_none());
+        assert_eq!(d.replay.len(), entries);
+        assert!(mem.record.lock().unwrap().grants.is_empty());
         // And a genuine packet still works.
         let x = d.rederive(&candidate(&genuine), at(T)).unwrap();
         assert!(granted(&d.apply_batch(vec![x], at(T))[0]));

@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -22,8 +23,12 @@ pub mod firewall;
 pub mod fleet;
 pub mod ids;
 pub mod log;
+pub mod man;
+pub mod metrics;
 pub mod offline;
 pub mod pipeline;
 pub mod privsep;
 pub mod replay;
+pub mod selftest;
 pub mod service;
+pub mod setup;

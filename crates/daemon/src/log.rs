@@ -12,6 +12,58 @@ use std::sync::OnceLock;
 
 static SYSLOG: OnceLock<Option<UnixDatagram>> = OnceLock::new();
 
+/// The syslog tag and facility (`SYSLOG_IDENTITY`, `SYSLOG_FACILITY`).
+static NAMING: std::sync::RwLock<Option<(String, u8)>> = std::sync::RwLock::new(None);
+
+/// The `daemon` facility (the default).
+pub const DAEMON: u8 = 3;
+
+const FACILITIES: &[(&str, u8)] = &[
+    ("USER", 1),
+    ("DAEMON", 3),
+    ("AUTH", 4),
+    ("AUTHPRIV", 10),
+    ("LOCAL0", 16),
+    ("LOCAL1", 17),
+    ("LOCAL2", 18),
+    ("LOCAL3", 19),
+    ("LOCAL4", 20),
+    ("LOCAL5", 21),
+    ("LOCAL6", 22),
+    ("LOCAL7", 23),
+];
+
+/// A facility by name (`LOG_DAEMON` or `daemon`), as fwknopd's `SYSLOG_FACILITY` takes it.
+pub fn facility(name: &str) -> Option<u8> {
+    let n = name.to_ascii_uppercase();
+    let n = n.strip_prefix("LOG_").unwrap_or(&n);
+    FACILITIES.iter().find(|(f, _)| *f == n).map(|(_, v)| *v)
+}
+
+/// The name of a facility number (`LOG_DAEMON`).
+pub fn facility_name(code: u8) -> String {
+    let name = FACILITIES
+        .iter()
+        .find(|(_, v)| *v == code)
+        .map_or("DAEMON", |(f, _)| f);
+    format!("LOG_{name}")
+}
+
+/// Log as `identity` to `facility` from now on (at start and at each reload).
+pub fn name(identity: &str, facility: u8) {
+    if let Ok(mut n) = NAMING.write() {
+        *n = Some((identity.to_owned(), facility));
+    }
+}
+
+fn naming() -> (String, u8) {
+    NAMING
+        .read()
+        .ok()
+        .and_then(|n| n.clone())
+        .unwrap_or_else(|| ("posternd".into(), DAEMON))
+}
+
 /// Severity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -54,13 +106,15 @@ pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
 /// Log one line.
 pub fn log(level: Level, msg: &str) {
     let msg = &*clean(msg);
-    let (prio, tag) = match level {
-        Level::Error => (3 * 8 + 3, "error: "),
-        Level::Warning => (3 * 8 + 4, "warning: "),
-        Level::Info => (3 * 8 + 6, ""),
+    let (severity, tag) = match level {
+        Level::Error => (3, "error: "),
+        Level::Warning => (4, "warning: "),
+        Level::Info => (6, ""),
     };
+    let (ident, facility) = naming();
     if let Some(Some(sock)) = SYSLOG.get() {
-        let line = format!("<{prio}>posternd[{}]: {tag}{msg}", std::process::id());
+        let prio = u32::from(facility) * 8 + severity;
+        let line = format!("<{prio}>{ident}[{}]: {tag}{msg}", std::process::id());
         if sock.send(line.as_bytes()).is_ok() {
             return;
         }
@@ -68,9 +122,9 @@ pub fn log(level: Level, msg: &str) {
     // Under systemd, standard error goes to the journal: a `<N>` prefix gives each line
     // its priority (journald's SyslogLevelPrefix), so errors are not "info".
     if *JOURNAL.get_or_init(|| std::env::var_os("JOURNAL_STREAM").is_some()) {
-        eprintln!("<{}>posternd: {tag}{msg}", prio & 7);
+        eprintln!("<{severity}>{ident}: {tag}{msg}");
     } else {
-        eprintln!("posternd: {tag}{msg}");
+        eprintln!("{ident}: {tag}{msg}");
     }
 }
 

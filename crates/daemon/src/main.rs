@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Parser as _;
 use postern_capture::Datagram;
+use posternd::alert::{Alerts, Event as Alert, Fault};
 use posternd::cli::{ask, load, socket_for, Cli, Cmd};
 use posternd::clock::Now;
 use posternd::config::Config;
@@ -55,15 +56,49 @@ fn run() -> Result<ExitCode> {
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         log::warn(&format!("cannot disable core dumps: {e}"));
     }
-    let cli = Cli::parse();
-    if cli.generate_man {
-        use clap::CommandFactory as _;
-        let mut out = Vec::new();
-        clap_mangen::Man::new(Cli::command())
-            .section("8")
-            .render(&mut out)?;
+    let mut cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                e.exit();
+            }
+            // One line naming the flag, and exit status 1, as fwknopd refuses options.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!(
+                "posternd: {} (see posternd --help)",
+                first.trim_start_matches("error: ")
+            );
+            return Ok(ExitCode::from(1));
+        }
+    };
+    // fwknopd's name for --check-config.
+    cli.check_config |= cli.exit_parse_config;
+    if cli.key_gen || cli.key_gen_file.is_some() {
+        return key_gen(&cli);
+    }
+    if cli.dump_serv_err_codes {
+        print!("{}", posternd::cli::refusal_reasons());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if cli.directives_table {
+        print!("{}", posternd::config::server::reference_table());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if cli.generate_man || cli.generate_completions.is_some() {
+        let out = match &cli.generate_completions {
+            Some(shell) => posternd::man::completions(shell),
+            None => posternd::man::page(),
+        };
         std::io::Write::write_all(&mut std::io::stdout(), &out)?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(Cmd::Selftest { client }) = &cli.command {
+        return Ok(posternd::selftest::run(client.as_deref()));
+    }
+    if let Some(Cmd::Setup(args)) = &cli.command {
+        return Ok(posternd::setup::main(args));
     }
     if let Some(Cmd::Status {
         json,
@@ -102,12 +137,24 @@ fn run() -> Result<ExitCode> {
         Ok(c) => c,
         Err(e) => {
             if cli.check_config {
-                println!("configuration error: {e}");
+                for e in &e.0 {
+                    println!("configuration error: {e}");
+                }
                 return Ok(ExitCode::from(1));
             }
-            bail!("{e}; not started, firewall unchanged");
+            for e in &e.0 {
+                eprintln!("posternd: configuration error: {e}");
+            }
+            bail!(
+                "{} configuration error(s); not started, firewall unchanged",
+                e.0.len()
+            );
         }
     };
+    log::name(
+        &config.server.syslog_identity,
+        config.server.syslog_facility,
+    );
     if cli.worker {
         return posternd::privsep::worker::run(config, cli.verbose > 0 || cli.test)
             .map_err(|e| anyhow!(e));
@@ -119,17 +166,57 @@ fn run() -> Result<ExitCode> {
             config.server.file.display()
         )
     })?;
-    if (config.server.nat_forwarding || config.server.nat_local) && !fw.supports_nat() {
-        let msg = format!(
-            "{}: ENABLE_IPT_FORWARDING / ENABLE_IPT_LOCAL_NAT: NAT access needs the nftables backend with posternd's own table (this host: {})",
-            config.server.file.display(),
-            fw.describe()
-        );
+    // What this backend cannot do of what the configuration asks (NAT, SNAT, OUTPUT):
+    // refused with file:line; what it ignores joins the notes.
+    let mut config = config;
+    if let Err(errors) = posternd::firewall::check(&mut config, fw.as_ref()) {
+        for e in &errors {
+            if cli.check_config {
+                println!("configuration error: {e}");
+            } else {
+                eprintln!("posternd: configuration error: {e}");
+            }
+        }
         if cli.check_config {
-            println!("configuration error: {msg}");
             return Ok(ExitCode::from(1));
         }
-        bail!("{msg}; not started, firewall unchanged");
+        bail!(
+            "{} configuration error(s); not started, firewall unchanged",
+            errors.len()
+        );
+    }
+    // What only the running system can tell: interfaces, key files, other firewall
+    // layers that would override the grants.
+    let findings = posternd::config::check::run(&config);
+    let mut warnings = findings.warnings;
+    warnings.extend(posternd::firewall::conflicts(&config.server, &fw_config));
+    if !findings.errors.is_empty() {
+        for e in &findings.errors {
+            if cli.check_config {
+                println!("configuration error: {e}");
+            } else {
+                eprintln!("posternd: configuration error: {e}");
+            }
+        }
+        if cli.check_config {
+            for w in &warnings {
+                println!("warning: {w}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+        bail!(
+            "{} configuration error(s); not started, firewall unchanged",
+            findings.errors.len()
+        );
+    }
+    if cli.check_config {
+        for w in &warnings {
+            println!("warning: {w}");
+        }
+    } else if !cli.worker {
+        for w in &warnings {
+            log::warn(w);
+        }
     }
     if cli.check_config {
         println!(
@@ -142,6 +229,9 @@ fn run() -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if cli.exit_parse_digest_cache {
+        return Ok(parse_digest_cache(&config));
+    }
     if cli.fw_list || cli.fw_list_all || cli.fw_flush {
         return firewall_command(fw, &cli, &fw_why);
     }
@@ -153,6 +243,9 @@ fn run() -> Result<ExitCode> {
         log::warn(&n.to_string());
     }
     if let Some(pcap) = config.server.pcap_file.clone() {
+        if cli.rotate_digest_cache {
+            rotate_digest_cache(&config, cli.test);
+        }
         let (replay, trusted) = offline::open_replay(&config, cli.test);
         let mut d = Daemon::new(config, fw, replay, cli.test);
         if !trusted {
@@ -160,7 +253,8 @@ fn run() -> Result<ExitCode> {
         }
         d.setup_firewall().map_err(|e| anyhow!("{e}"))?;
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        offline::run(&mut d, &pcap, &mut out).map_err(|e| anyhow!(e))?;
+        let limit = cli.packet_limit.filter(|&n| n > 0).map(u64::from);
+        offline::run_limited(&mut d, &pcap, &mut out, limit).map_err(|e| anyhow!(e))?;
         return Ok(ExitCode::SUCCESS);
     }
     if !cli.foreground {
@@ -203,6 +297,9 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
         log::init(false);
     }
     service::check_pid_file(&config.server.pid_file).map_err(|e| anyhow!(e))?;
+    if cli.rotate_digest_cache {
+        rotate_digest_cache(&config, cli.test);
+    }
     let (tx, rx) = mpsc::sync_channel::<Event>(8192);
     let dropped = Arc::new(AtomicU64::new(0));
     let (replay, trusted) = offline::open_replay(&config, cli.test);
@@ -219,6 +316,9 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
     };
     let mut daemon = Daemon::new(config, fw, replay, cli.test);
     daemon.verbose = verbose;
+    // In this (privileged) process only; the sender thread never holds up the loop.
+    daemon.alerts = Alerts::start(&daemon.config.server.alerts)
+        .map_err(|e| anyhow!("alerts: {e}; not started, firewall unchanged"))?;
     if !trusted {
         // Held by the privileged part: no worker restart or reload forgets it.
         daemon.refuse_before(Now::read());
@@ -306,10 +406,27 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
     let extra =
         |w: &Supervisor| serde_json::json!({ "intake": intake_desc, "worker": w.part_json() });
     let mut last_tick = Instant::now();
+    let published = posternd::metrics::Published::default();
+    if let Some(addr) = daemon.config.server.metrics_listen {
+        posternd::metrics::listen(addr, published.clone())
+            .map_err(|e| anyhow!("METRICS_LISTEN {addr}: {e}"))?;
+    }
+    publish_metrics(&mut daemon, &published, &extra(&workers));
+    let mut last_metrics = Instant::now();
     let mut stashed: Option<Event> = None;
     let mut drop_total = 0u64;
     let mut fleet_lost_logged: Option<Instant> = None;
+    let packet_limit = cli.packet_limit.filter(|&n| n > 0).map(u64::from);
     let fault = loop {
+        if let Some(limit) = packet_limit {
+            let n = examined(&daemon);
+            if n >= limit {
+                log::info(&format!(
+                    "packet limit reached ({n} of -C {limit} processed); exiting"
+                ));
+                break None;
+            }
+        }
         let event = match stashed.take() {
             Some(e) => Ok(e),
             None => rx.recv_timeout(Duration::from_millis(250)),
@@ -319,6 +436,10 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
             daemon.counters.dropped = drop_total + dropped.load(Ordering::Relaxed);
             daemon.tick(Now::read());
             last_tick = Instant::now();
+            if last_metrics.elapsed() >= METRICS_EVERY {
+                publish_metrics(&mut daemon, &published, &extra(&workers));
+                last_metrics = Instant::now();
+            }
         }
         if let Some(every) = watchdog {
             if last_ping.elapsed() >= every {
@@ -329,7 +450,11 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
         if privsep && workers.due() {
             match workers.start() {
                 Ok(()) => log::info("worker started"),
-                Err(e) => log::error(&format!("cannot start a worker: {e}; trying again")),
+                Err(e) => {
+                    let line = format!("cannot start a worker: {e}; trying again");
+                    log::error(&line);
+                    daemon.alerts.emit(Alert::fault(Fault::Worker, None, line));
+                }
             }
         }
         match event {
@@ -368,14 +493,14 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
                         // and one firewall transaction for all of them.
                         let now = Now::read();
                         let mut batch: Vec<_> =
-                            daemon.rederive(&c.datagram(), now).into_iter().collect();
+                            daemon.rederive_candidate(&c, now).into_iter().collect();
                         while batch.len() < 256 {
                             match rx.try_recv() {
                                 Ok(Event::Worker(
                                     g2,
                                     WorkerEvent::Message(FromWorker::Candidate(c)),
                                 )) if g2 == g => {
-                                    batch.extend(daemon.rederive(&c.datagram(), now));
+                                    batch.extend(daemon.rederive_candidate(&c, now));
                                 }
                                 Ok(other) => {
                                     stashed = Some(other);
@@ -389,7 +514,7 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
                         }
                     }
                     WorkerEvent::Message(FromWorker::Stats(s)) => {
-                        daemon.worker_counters = Some(s.to_counters());
+                        daemon.worker_stats(g, s.to_counters());
                     }
                     WorkerEvent::Message(FromWorker::Ready { landlock, seccomp }) => {
                         workers.ready(landlock, seccomp);
@@ -401,9 +526,9 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
                             .entry("worker_mismatch")
                             .and_modify(|n| *n += 1)
                             .or_insert(1);
-                        log::error(&format!(
-                            "the worker broke the protocol ({v}); it is replaced"
-                        ));
+                        let line = format!("the worker broke the protocol ({v}); it is replaced");
+                        log::error(&line);
+                        daemon.alerts.emit(Alert::fault(Fault::Worker, None, line));
                         workers.lost(true);
                     }
                     WorkerEvent::Gone => {
@@ -411,7 +536,10 @@ fn run_daemon(config: Config, fw: Box<dyn postern_fw::Firewall>, cli: &Cli) -> R
                         if replaced {
                             log::info("starting a worker with the new configuration");
                         } else {
-                            log::warn("the worker exited; a new one is started (grants and their expiry go on)");
+                            let line = "the worker exited; a new one is started (grants and their expiry go on)";
+                            log::warn(line);
+                            let ev = Alert::fault(Fault::Worker, None, line.into());
+                            daemon.alerts.emit(ev);
                         }
                         workers.lost(!replaced);
                     }
@@ -538,6 +666,28 @@ fn forward(tx: &SyncSender<Event>, dropped: &AtomicU64, d: Datagram) {
     }
 }
 
+/// How often the metrics are written.
+const METRICS_EVERY: Duration = Duration::from_secs(5);
+
+/// Write the metrics textfile and update what the loopback listener serves.
+fn publish_metrics(
+    daemon: &mut Daemon,
+    published: &posternd::metrics::Published,
+    extra: &serde_json::Value,
+) {
+    let s = &daemon.config.server;
+    if s.metrics_textfile.is_none() && s.metrics_listen.is_none() {
+        return;
+    }
+    let text = posternd::metrics::render(&daemon.metrics_json(Now::read(), extra));
+    if let Some(path) = daemon.config.server.metrics_textfile.clone() {
+        if let Err(e) = posternd::metrics::write_textfile(&path, &text) {
+            daemon.note_metrics_error(&format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    published.set(text);
+}
+
 fn reload(daemon: &mut Daemon, cli: &Cli, config_file: &Path, workers: &mut Supervisor) -> String {
     match load(Some(config_file), Some(cli)) {
         Ok(c) => {
@@ -545,8 +695,10 @@ fn reload(daemon: &mut Daemon, cli: &Cli, config_file: &Path, workers: &mut Supe
                 || c.server.nft_chain != daemon.config.server.nft_chain
                 || c.server.interfaces != daemon.config.server.interfaces
                 || c.server.udp_server != daemon.config.server.udp_server
-                || c.server.spa_port != daemon.config.server.spa_port;
+                || c.server.spa_port != daemon.config.server.spa_port
+                || c.server.pcap_filter != daemon.config.server.pcap_filter;
             let n = c.stanzas.len();
+            log::name(&c.server.syslog_identity, c.server.syslog_facility);
             daemon.reload(c);
             // The worker reads the configuration itself: a new one takes over.
             workers.replace();
@@ -558,9 +710,115 @@ fn reload(daemon: &mut Daemon, cli: &Cli, config_file: &Path, workers: &mut Supe
             format!("{msg}\n")
         }
         Err(e) => {
-            let msg = format!("reload refused, the running configuration stays: {e}");
+            let all: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+            let msg = format!(
+                "reload refused, the running configuration stays: {}",
+                all.join("; ")
+            );
             log::error(&msg);
             format!("error: {msg}\n")
         }
+    }
+}
+
+/// Datagrams examined so far, by this process or by the workers (`-C`).
+fn examined(daemon: &Daemon) -> u64 {
+    if daemon.worker_counters.is_none() {
+        return daemon.counters.examined;
+    }
+    daemon.counters_json(&serde_json::json!({}))["examined"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// `--key-gen` / `--key-gen-file`: fwknopd's two lines, printed or written (mode 0600).
+fn key_gen(cli: &Cli) -> Result<ExitCode> {
+    let text = posternd::cli::key_gen(cli.key_len, cli.hmac_key_len).map_err(|e| anyhow!(e))?;
+    let text = zeroize::Zeroizing::new(text);
+    match &cli.key_gen_file {
+        None => print!("{}", text.as_str()),
+        Some(path) => {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            f.write_all(text.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!("wrote KEY_BASE64 and HMAC_KEY_BASE64 to {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--exit-parse-digest-cache`: what the replay store holds, read without changing it.
+fn parse_digest_cache(config: &Config) -> ExitCode {
+    let path = &config.server.digest_file;
+    if !config.server.digest_persistence {
+        println!("ENABLE_DIGEST_PERSISTENCE N: no replay store file is kept");
+        return ExitCode::SUCCESS;
+    }
+    match posternd::replay::read_store(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!(
+                "{}: does not exist yet (posternd makes it at start)",
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{}: cannot read: {e}", path.display());
+            ExitCode::from(1)
+        }
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let retain = 2 * config.server.max_packet_age;
+            let l = posternd::replay::parse(&text, Now::read(), retain);
+            for n in &l.bad_lines {
+                println!("{}:{n}: not a digest entry; skipped", path.display());
+            }
+            println!(
+                "{}: {} entries, {} of them within the replay window ({} s), {} unreadable; digest cache parsed",
+                path.display(),
+                l.lines,
+                l.seen.len(),
+                retain,
+                l.bad_lines.len()
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `--rotate-digest-cache`: the replay store is renamed to `<file>-old` (replacing an
+/// older one) before it is opened, so the run starts a new one, as fwknopd does. The new
+/// store is then missing, so packets stamped before this start are refused for one age
+/// window (a packet recorded only in the old file cannot be replayed). Nothing in test
+/// mode or without persistence.
+fn rotate_digest_cache(config: &Config, test: bool) {
+    let from = &config.server.digest_file;
+    if test || !config.server.digest_persistence {
+        return;
+    }
+    let mut to = from.as_os_str().to_owned();
+    to.push("-old");
+    match std::fs::rename(from, &to) {
+        Ok(()) => log::info(&format!(
+            "replay store rotated: {} is now {}",
+            from.display(),
+            std::path::Path::new(&to).display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => log::info(&format!(
+            "--rotate-digest-cache: {} does not exist; nothing to rotate",
+            from.display()
+        )),
+        Err(e) => log::warn(&format!(
+            "--rotate-digest-cache: cannot rename {}: {e}",
+            from.display()
+        )),
     }
 }

@@ -8,6 +8,7 @@
 //! line and directive.
 
 pub mod access;
+pub mod check;
 pub mod server;
 
 use std::fmt;
@@ -53,6 +54,30 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Every error found in one reading of the configuration (never empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
 
 /// A note about a directive that is accepted but has no effect (shown by
 /// `--check-config` and logged at start).
@@ -117,27 +142,49 @@ pub fn lines(text: &str) -> Vec<Line> {
 }
 
 /// Parse `Y`/`N` (case-insensitive; also yes/no/1/0).
-pub fn boolean(file: &Path, l: &Line) -> Result<bool, ConfigError> {
-    match l.value.to_ascii_lowercase().as_str() {
+pub fn yes_no(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
         "y" | "yes" | "1" | "true" | "on" => Ok(true),
         "n" | "no" | "0" | "false" | "off" => Ok(false),
-        _ => Err(err(file, l, format!("expected Y or N, not '{}'", l.value))),
+        _ => Err(format!("expected Y or N, not '{value}'")),
     }
 }
 
 /// Parse a number in a range.
-pub fn number(file: &Path, l: &Line, min: u64, max: u64) -> Result<u64, ConfigError> {
-    l.value
+pub fn in_range(value: &str, min: u64, max: u64) -> Result<u64, String> {
+    value
         .parse::<u64>()
         .ok()
         .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| {
-            err(
-                file,
-                l,
-                format!("'{}' is not a number from {min} to {max}", l.value),
-            )
-        })
+        .ok_or_else(|| format!("'{value}' is not a number from {min} to {max}"))
+}
+
+/// [`yes_no`] of a line.
+pub fn boolean(file: &Path, l: &Line) -> Result<bool, ConfigError> {
+    yes_no(&l.value).map_err(|m| err(file, l, m))
+}
+
+/// [`in_range`] of a line.
+pub fn number(file: &Path, l: &Line, min: u64, max: u64) -> Result<u64, ConfigError> {
+    in_range(&l.value, min, max).map_err(|m| err(file, l, m))
+}
+
+/// Levenshtein distance (for "did you mean").
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(here + 1);
+            prev = here;
+        }
+    }
+    row[b.len()]
 }
 
 /// An error at a line.
@@ -201,16 +248,98 @@ fn read_bounded(file: &Path) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| "not UTF-8 text".into())
 }
 
+/// fwknopd.conf followed by the `-O` override files, as fwknopd reads them: every line
+/// of the main file, then of each override file in order, the last setting of a
+/// directive winning, `$VAR`s expanded over the whole (an override's `FWKNOP_RUN_DIR`
+/// changes the main file's `$FWKNOP_RUN_DIR/...`). Errors and notes name the file and
+/// line each directive came from.
+pub fn load_server(
+    file: &Path,
+    overrides: &[PathBuf],
+) -> Result<(ServerConfig, Vec<Note>), ConfigErrors> {
+    if overrides.is_empty() {
+        return server::load(file);
+    }
+    let mut text = read(file)?;
+    // (file, lines before it in the merged text, its number of lines)
+    let mut spans = vec![(file.to_path_buf(), 0usize, text.lines().count())];
+    for o in overrides {
+        let t = read(o)?;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        let before = text.lines().count();
+        spans.push((o.clone(), before, t.lines().count()));
+        text.push_str(&t);
+    }
+    let origin = |line: usize| -> Option<(PathBuf, usize)> {
+        spans
+            .iter()
+            .rev()
+            .find(|(_, before, n)| line > *before && line <= before + n)
+            .map(|(f, before, _)| (f.clone(), line - before))
+    };
+    match server::parse(&text, file) {
+        Ok((c, mut notes)) => {
+            for n in &mut notes {
+                if let Some((f, l)) = origin(n.line).filter(|_| n.file == file) {
+                    (n.file, n.line) = (f, l);
+                }
+            }
+            Ok((c, notes))
+        }
+        Err(mut errors) => {
+            for e in &mut errors.0 {
+                if let Some((f, l)) = origin(e.line).filter(|_| e.file == file) {
+                    (e.file, e.line) = (f, l);
+                }
+            }
+            Err(errors)
+        }
+    }
+}
+
 impl Config {
     /// Load `fwknopd.conf` and the access file it names (or `access_override`).
-    pub fn load(server_file: &Path, access_override: Option<&Path>) -> Result<Config, ConfigError> {
-        let (server, mut notes) = server::load(server_file)?;
-        let access_file = access_override
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| server.access_file.clone());
-        let mut stanzas = access::load(&access_file)?;
+    pub fn load(
+        server_file: &Path,
+        access_override: Option<&Path>,
+    ) -> Result<Config, ConfigErrors> {
+        Config::load_with_overrides(server_file, &[], access_override)
+    }
+
+    /// [`Config::load`] with fwknopd's `-O` override files: their directives replace
+    /// the main file's, a later file's those of an earlier one (see [`load_server`]).
+    pub fn load_with_overrides(
+        server_file: &Path,
+        overrides: &[PathBuf],
+        access_override: Option<&Path>,
+    ) -> Result<Config, ConfigErrors> {
+        let server = load_server(server_file, overrides);
+        let access_file = match (access_override, &server) {
+            (Some(a), _) => a.to_path_buf(),
+            (None, Ok((s, _))) => s.access_file.clone(),
+            (None, Err(_)) => server_file.with_file_name("access.conf"),
+        };
+        // Both files are read even when the first has errors, so that one run reports
+        // every error there is.
+        let stanzas = access::load_noted(&access_file);
+        let (server, mut notes, mut stanzas) = match (server, stanzas) {
+            (Ok((server, mut notes)), Ok((stanzas, access_notes))) => {
+                notes.extend(access_notes);
+                (server, notes, stanzas)
+            }
+            (Err(mut e), Err(a)) => {
+                if access_file.exists() {
+                    e.0.push(a);
+                }
+                return Err(e);
+            }
+            (Err(e), Ok(_)) => return Err(e),
+            (Ok(_), Err(a)) => return Err(a.into()),
+        };
         if let Some(dir) = &server.access_folder {
-            stanzas.extend(access::load_folder(dir, server_file, 0)?);
+            stanzas.extend(access::load_folder_noted(dir, server_file, 0, &mut notes)?);
         }
         if stanzas.is_empty() {
             return Err(ConfigError {
@@ -218,7 +347,8 @@ impl Config {
                 line: 0,
                 directive: String::new(),
                 message: "no access stanza (a stanza starts with SOURCE)".into(),
-            });
+            }
+            .into());
         }
         notes.retain(|n| !n.text.is_empty());
         Ok(Config {

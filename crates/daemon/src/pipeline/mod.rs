@@ -14,3 +14,4 @@ pub mod authorize;
 pub mod capture;
 pub mod decode;
 pub mod expire;
+pub mod refusals;

@@ -5,6 +5,7 @@
 //!  worker ──► {"t":"ready","landlock":"enforced","seccomp":"enforced"}      once
 //!         ──► {"t":"candidate","hint":0,"src":..,"dst":..,"payload":".."}  per packet
 //!                                                   that passed HMAC for stanza `hint`
+//!         ──► {"t":"candidate",...,"refused":true}   refused there (≤ 1 per source / 10 s)
 //!         ──► {"t":"stats","examined":..,"dropped":..,"refused":{"hmac":3}}  ≤ 10/s
 //! ```
 //!
@@ -67,6 +68,21 @@ pub struct Candidate {
     pub received: u64,
     /// The UDP payload, as received (base64 text for any genuine packet).
     pub payload: String,
+    /// The worker refused it before authentication (not SPA, HMAC mismatch, no
+    /// decryption, a replay in its filter) and forwards it, at most once per source
+    /// address every 10 s, only so that the privileged part can log the refusal with
+    /// the address and raise a replay alert — after deciding again itself that the
+    /// packet is refused. Such a candidate never opens anything.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
+    /// With `refused`: the refusals from this address the worker did not forward since
+    /// the last one it did (only ever shown as a count in the log line).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub suppressed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Candidate {
@@ -280,6 +296,8 @@ mod tests {
                 dst: "[2001:db8::1]:62201".parse().unwrap(),
                 received: 7,
                 payload: "abc".into(),
+                refused: false,
+                suppressed: 0,
             }),
             FromWorker::Stats(Stats {
                 examined: 5,

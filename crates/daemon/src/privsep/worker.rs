@@ -18,8 +18,9 @@ use postern_capture::Datagram;
 use super::protocol::{self, Candidate, FromWorker, Stats};
 use crate::clock::Now;
 use crate::config::Config;
-use crate::daemon::{Daemon, Step};
+use crate::daemon::{Daemon, Outcome, Step};
 use crate::pipeline::capture::{self, Sink};
+use crate::pipeline::refusals::{RefusalLog, Say};
 use crate::replay::ReplayStore;
 
 /// The worker's state, shared by its reader threads and its reporting loop.
@@ -28,6 +29,8 @@ struct State {
     out: std::io::Stdout,
     /// Writing to the privileged part failed: it is gone.
     broken: bool,
+    /// Which refusals were forwarded lately (per source address).
+    forwarded: RefusalLog,
 }
 
 impl State {
@@ -45,21 +48,42 @@ impl State {
 
     fn handle(&mut self, d: Datagram) {
         let now = Now::read();
-        if let Step::Decided(x) = self.daemon.decide(&d, now) {
-            let c = Candidate {
-                hint: x
+        let candidate = |hint: u32, refused: bool, suppressed: u64| Candidate {
+            hint,
+            src: d.src,
+            dst: d.dst,
+            received: now.wall,
+            payload: String::from_utf8_lossy(&d.payload).into_owned(),
+            refused,
+            suppressed,
+        };
+        match self.daemon.decide(&d, now) {
+            Step::Decided(x) => {
+                let hint = x
                     .decision
                     .stanza
                     .and_then(|i| u32::try_from(i).ok())
-                    .unwrap_or(u32::MAX),
-                src: d.src,
-                dst: d.dst,
-                received: now.wall,
-                payload: String::from_utf8_lossy(&d.payload).into_owned(),
-            };
-            self.send(&FromWorker::Candidate(c));
-            // Forwarded once: a copy of the same packet is a replay here already.
-            self.daemon.remember(x.key, x.meta, now);
+                    .unwrap_or(u32::MAX);
+                self.send(&FromWorker::Candidate(candidate(hint, false, 0)));
+                // Forwarded once: a copy of the same packet is a replay here already.
+                self.daemon.remember(x.key, x.meta, now);
+            }
+            Step::Done(Outcome::Refused(_)) => {
+                // Refused here: forwarded, at most once per address every 10 s, so that
+                // the privileged part can log it with the address (and alert on a
+                // replay) after deciding again itself.
+                let src = crate::pipeline::apply::unmap(d.src.ip());
+                if let Some(Say::Source { suppressed }) =
+                    self.forwarded.refused(src, std::time::Instant::now())
+                {
+                    self.send(&FromWorker::Candidate(candidate(
+                        u32::MAX,
+                        true,
+                        suppressed,
+                    )));
+                }
+            }
+            Step::Done(_) => {}
         }
     }
 }
@@ -104,10 +128,12 @@ pub fn run(config: Config, verbose: bool) -> Result<ExitCode, String> {
         false,
     );
     daemon.verbose = verbose;
+    daemon.log_refusals = false;
     let state = Arc::new(Mutex::new(State {
         daemon,
         out: std::io::stdout(),
         broken: false,
+        forwarded: RefusalLog::default(),
     }));
     let sink: Sink = {
         let state = state.clone();

@@ -67,7 +67,7 @@ fn config_errors_change_nothing() {
             good_server,
             good_access,
             vec!["-i", "nosuch0"],
-            "cannot capture on interface 'nosuch0'".into(),
+            "PCAP_INTF (or -i): no interface 'nosuch0' on this host (it has: ".into(),
         ),
         (
             "NFT_TABLE inet filter\nNFT_CHAIN nosuchchain\n",
@@ -197,6 +197,52 @@ fn config_errors_change_nothing() {
         Duration::from_secs(5),
     );
     lab.stop();
+}
+
+/// One `--check-config` run reports every error of both files, suggests the directive
+/// meant, and warns of what would not work on this host: a stanza without HMAC, and an
+/// iptables drop policy that would override the grants of posternd's nftables table.
+#[test]
+fn check_config_reports_every_error_at_once_and_what_the_host_would_override() {
+    if !ready("check_config_reports_every_error_at_once_and_what_the_host_would_override") {
+        return;
+    }
+    let lab = Lab::new(&[22]);
+    let conf = lab.path("fwknopd.conf").display().to_string();
+    let access = lab.path("access.conf").display().to_string();
+    lab.configure(
+        "PCAP_INTFF eth0\nMAX_SPA_PACKET_AGE soon\nFWKNOP_RUN_DIR relative/run\nENABLE_TCP_SERVER Y\n",
+        "SOURCE ANY\nKEY k\nOPEN_PORTS tcp/22, icmp/1\n",
+    );
+    let out = lab.run_posternd(&["--check-config"]);
+    let t = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    for want in [
+        format!("configuration error: {conf}:1: PCAP_INTFF: unknown directive (did you mean PCAP_INTF?)"),
+        format!("configuration error: {conf}:2: MAX_SPA_PACKET_AGE: 'soon' is not a number"),
+        format!("configuration error: {conf}:3: FWKNOP_RUN_DIR: 'relative/run' is not an absolute path"),
+        format!("configuration error: {conf}:4: ENABLE_TCP_SERVER:"),
+        format!("configuration error: {access}:3: OPEN_PORTS:"),
+    ] {
+        assert!(t.contains(&want), "'{want}' not in:\n{t}");
+    }
+    assert_eq!(t.matches("configuration error:").count(), 5, "{t}");
+
+    // Good files, but a stanza without HMAC and a host whose iptables INPUT policy drops
+    // what posternd's own nftables table would open: warnings, and still usable.
+    lab.srv.run(&["iptables", "-w", "-P", "INPUT", "DROP"]);
+    lab.configure("FIREWALL_TYPE nftables\n", "SOURCE ANY\nKEY k\n");
+    let out = lab.run_posternd(&["--check-config"]);
+    let t = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!("warning: {access}:1: stanza without an HMAC key")),
+        "{t}"
+    );
+    assert!(
+        t.contains("warning: the iptables INPUT policy is DROP: it drops what posternd's nftables grants open; use FIREWALL_TYPE iptables"),
+        "{t}"
+    );
 }
 
 #[test]
