@@ -515,6 +515,26 @@ impl Firewall for Firewalld {
             .collect())
     }
 
+    fn intact(&mut self) -> Result<(), Error> {
+        let zone = self.zone()?;
+        let ours = self.ours(&zone)?;
+        // A rule posternd added and firewalld has not yet expired (a second of margin
+        // for firewalld's own timer) but no longer holds: firewalld was reloaded or
+        // restarted, which drops every runtime rule.
+        let soon = Instant::now() + Duration::from_secs(1);
+        let lost = self
+            .deadlines
+            .iter()
+            .filter(|(k, d)| **d > soon && !ours.contains(k))
+            .count();
+        if lost > 0 {
+            return Err(Error::Missing(format!(
+                "firewalld no longer holds {lost} of posternd's rich rules in zone {zone} (reloaded or restarted?)"
+            )));
+        }
+        Ok(())
+    }
+
     fn shutdown(&mut self) -> Result<(), Error> {
         let r = self.remove_ours();
         self.deadlines.clear();

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use postern_proto::{DigestType, EncryptionMode, HmacKey, Key, Keys, Protocol};
 
-use super::{boolean, err, lines, number, read, ConfigError, Line, Note};
+use super::{boolean, err, lines, number, read, ConfigError, ConfigErrors, Line, Note};
 
 /// An address or network of SOURCE/DESTINATION.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,6 +354,57 @@ struct Draft {
     skip: Option<String>,
     /// Notes about this stanza's lines.
     notes: Vec<Note>,
+    /// One of its lines was an error (reported): the stanza is not finished.
+    broken: bool,
+}
+
+/// Every access.conf directive name [`apply`] takes (for "did you mean"; a test checks
+/// that each of them is taken).
+const NAMES: &[&str] = &[
+    "SOURCE",
+    "DESTINATION",
+    "OPEN_PORTS",
+    "RESTRICT_PORTS",
+    "KEY",
+    "KEY_BASE64",
+    "HMAC_KEY",
+    "HMAC_KEY_BASE64",
+    "HMAC_DIGEST_TYPE",
+    "ENCRYPTION_MODE",
+    "FW_ACCESS_TIMEOUT",
+    "MAX_FW_TIMEOUT",
+    "ENABLE_CMD_EXEC",
+    "ENABLE_CMD_SUDO_EXEC",
+    "CMD_EXEC_USER",
+    "CMD_EXEC_GROUP",
+    "CMD_SUDO_EXEC_USER",
+    "CMD_SUDO_EXEC_GROUP",
+    "CMD_CYCLE_OPEN",
+    "CMD_CYCLE_CLOSE",
+    "CMD_CYCLE_TIMER",
+    "REQUIRE_USERNAME",
+    "REQUIRE_SOURCE",
+    "REQUIRE_SOURCE_ADDRESS",
+    "ACCESS_EXPIRE",
+    "ACCESS_EXPIRE_EPOCH",
+    "FORCE_NAT",
+    "FORCE_SNAT",
+    "FORCE_MASQUERADE",
+    "FORWARD_ALL",
+    "DISABLE_DNAT",
+    "FLEET_GRANTS",
+    "%INCLUDE",
+    "%INCLUDE_FOLDER",
+    "%INCLUDE_KEYS",
+];
+
+/// The access.conf directive closest to a misspelt `name`, if one is close.
+fn did_you_mean(name: &str) -> Option<&'static str> {
+    let (best, dist) = NAMES
+        .iter()
+        .map(|n| (*n, super::edit_distance(name, n)))
+        .min_by_key(|(_, d)| *d)?;
+    (dist <= (name.len() / 4).max(2)).then_some(best)
 }
 
 const KEY_DIRECTIVES: [&str; 5] = [
@@ -839,26 +890,37 @@ fn apply(d: &mut Draft, file: &Path, l: &Line) -> Result<(), ConfigError> {
         n if n.starts_with("GPG_") => {
             return Err(err(file, l, "GnuPG stanzas are not supported yet"))
         }
-        _ => return Err(err(file, l, "unknown directive")),
+        _ => {
+            let hint = did_you_mean(&l.name)
+                .map(|n| format!(" (did you mean {n}?)"))
+                .unwrap_or_default();
+            return Err(err(file, l, format!("unknown directive{hint}")));
+        }
     }
     Ok(())
 }
 
 /// Read an access file (and what it includes).
-pub fn load(file: &Path) -> Result<Vec<Stanza>, ConfigError> {
+pub fn load(file: &Path) -> Result<Vec<Stanza>, ConfigErrors> {
     load_noted(file).map(|(s, _)| s)
 }
 
 /// Read an access file (and what it includes), with the notes about it (fallback
 /// include paths, expired stanzas, skipped stanzas, CMD_EXEC_GROUP read as a user).
-pub fn load_noted(file: &Path) -> Result<(Vec<Stanza>, Vec<Note>), ConfigError> {
+/// Every error of every file is reported, not only the first.
+pub fn load_noted(file: &Path) -> Result<(Vec<Stanza>, Vec<Note>), ConfigErrors> {
     let mut notes = Vec::new();
-    let s = load_depth(file, 0, &mut notes)?;
-    Ok((s, notes))
+    let mut errors = Vec::new();
+    let s = load_depth(file, 0, &mut notes, &mut errors);
+    if errors.is_empty() {
+        Ok((s, notes))
+    } else {
+        Err(ConfigErrors(errors))
+    }
 }
 
 /// Read every `*.conf` file of a folder, in name order.
-pub fn load_folder(dir: &Path, from: &Path, depth: usize) -> Result<Vec<Stanza>, ConfigError> {
+pub fn load_folder(dir: &Path, from: &Path, depth: usize) -> Result<Vec<Stanza>, ConfigErrors> {
     load_folder_noted(dir, from, depth, &mut Vec::new())
 }
 
@@ -868,13 +930,35 @@ pub fn load_folder_noted(
     from: &Path,
     depth: usize,
     notes: &mut Vec<Note>,
-) -> Result<Vec<Stanza>, ConfigError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| ConfigError {
-        file: from.to_owned(),
-        line: 0,
-        directive: "%include_folder".into(),
-        message: format!("cannot read folder {}: {e}", dir.display()),
-    })?;
+) -> Result<Vec<Stanza>, ConfigErrors> {
+    let mut errors = Vec::new();
+    let out = folder(dir, from, depth, notes, &mut errors);
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn folder(
+    dir: &Path,
+    from: &Path,
+    depth: usize,
+    notes: &mut Vec<Note>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Stanza> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            errors.push(ConfigError {
+                file: from.to_owned(),
+                line: 0,
+                directive: "%include_folder".into(),
+                message: format!("cannot read folder {}: {e}", dir.display()),
+            });
+            return Vec::new();
+        }
+    };
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -883,9 +967,9 @@ pub fn load_folder_noted(
     files.sort();
     let mut out = Vec::new();
     for f in files {
-        out.extend(load_depth(&f, depth + 1, notes)?);
+        out.extend(load_depth(&f, depth + 1, notes, errors));
     }
-    Ok(out)
+    out
 }
 
 const MAX_INCLUDE_DEPTH: usize = 3;
@@ -894,92 +978,143 @@ fn load_depth(
     file: &Path,
     depth: usize,
     notes: &mut Vec<Note>,
-) -> Result<Vec<Stanza>, ConfigError> {
-    let text = read(file)?;
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Stanza> {
+    let text = match read(file) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(e);
+            return Vec::new();
+        }
+    };
     if lines(&text)
         .iter()
         .any(|l| KEY_DIRECTIVES.contains(&l.name.as_str()))
     {
-        check_mode(file)?;
+        if let Err(e) = check_mode(file) {
+            errors.push(e);
+            return Vec::new();
+        }
     }
-    parse_noted(&text, file, depth, notes)
+    parse_noted(&text, file, depth, notes, errors)
 }
 
-/// A finished draft into `out` (or, when it is to be skipped, only its note).
-fn close(d: Draft, out: &mut Vec<Stanza>, notes: &mut Vec<Note>) -> Result<(), ConfigError> {
+/// A finished draft into `out` (or, when it is to be skipped, only its note; a draft
+/// with an error in one of its lines gives nothing more: that error says it).
+fn close(d: Draft, out: &mut Vec<Stanza>, notes: &mut Vec<Note>, errors: &mut Vec<ConfigError>) {
     let mut d = d;
     notes.append(&mut d.notes);
+    if d.broken {
+        return;
+    }
     if let Some(why) = d.skip.take() {
         notes.push(Note {
             file: d.file.clone(),
             line: d.line,
             text: format!("SOURCE: this stanza is skipped: {why}"),
         });
-        return Ok(());
+        return;
     }
-    out.push(d.finish()?);
-    Ok(())
+    match d.finish() {
+        Ok(s) => out.push(s),
+        Err(e) => errors.push(e),
+    }
 }
 
 /// Parse access.conf text as if read from `file` (includes are resolved relative to
-/// it and read from disk). Total: any text gives stanzas or an error.
+/// it and read from disk). Total: any text gives stanzas or its first error.
 pub fn parse_text(text: &str, file: &Path, depth: usize) -> Result<Vec<Stanza>, ConfigError> {
-    parse_noted(text, file, depth, &mut Vec::new())
+    let mut errors = Vec::new();
+    let out = parse_noted(text, file, depth, &mut Vec::new(), &mut errors);
+    match errors.into_iter().next() {
+        None => Ok(out),
+        Some(e) => Err(e),
+    }
 }
 
-/// [`parse_text`], adding its notes to `notes`.
+/// [`parse_text`], adding its notes to `notes` and every error to `errors`.
 fn parse_noted(
     text: &str,
     file: &Path,
     depth: usize,
     notes: &mut Vec<Note>,
-) -> Result<Vec<Stanza>, ConfigError> {
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Stanza> {
     let ls = lines(text);
     let mut out = Vec::new();
     let mut draft: Option<Draft> = None;
     for l in ls {
+        // An error in a stanza's line marks the stanza, and reading goes on.
+        let mut fail = |draft: &mut Option<Draft>, e: ConfigError| {
+            if let Some(d) = draft.as_mut() {
+                d.broken = true;
+            }
+            errors.push(e);
+        };
         match l.name.as_str() {
             "SOURCE" => {
                 if let Some(d) = draft.take() {
-                    close(d, &mut out, notes)?;
+                    close(d, &mut out, notes, errors);
                 }
+                let (source, broken) = match nets(file, &l) {
+                    Ok(n) => (n, false),
+                    Err(e) => {
+                        errors.push(e);
+                        (Vec::new(), true)
+                    }
+                };
                 draft = Some(Draft {
                     file: file.to_owned(),
                     line: l.number,
-                    source: nets(file, &l)?,
+                    source,
+                    broken,
                     ..Draft::default()
                 });
             }
             "%INCLUDE" | "%INCLUDE_FOLDER" => {
                 if depth >= MAX_INCLUDE_DEPTH {
-                    return Err(err(
-                        file,
-                        &l,
-                        "includes nested too deeply (at most 3 levels)",
-                    ));
+                    fail(
+                        &mut draft,
+                        err(file, &l, "includes nested too deeply (at most 3 levels)"),
+                    );
+                    continue;
                 }
                 if let Some(d) = draft.take() {
-                    close(d, &mut out, notes)?;
+                    close(d, &mut out, notes, errors);
                 }
                 let target = locate(file, &l, notes);
                 if l.name == "%INCLUDE" {
                     if !target.is_file() {
-                        return Err(err(file, &l, format!("no file {}", target.display())));
+                        errors.push(err(file, &l, format!("no file {}", target.display())));
+                        continue;
                     }
-                    out.extend(load_depth(&target, depth + 1, notes)?);
+                    out.extend(load_depth(&target, depth + 1, notes, errors));
                 } else {
-                    out.extend(load_folder_noted(&target, file, depth, notes)?);
+                    out.extend(folder(&target, file, depth, notes, errors));
                 }
             }
             "%INCLUDE_KEYS" => {
                 let Some(d) = draft.as_mut() else {
-                    return Err(err(file, &l, "%include_keys must be inside a stanza"));
+                    errors.push(err(file, &l, "%include_keys must be inside a stanza"));
+                    continue;
                 };
                 let target = locate(file, &l, &mut d.notes);
                 // A file a user may own: read safely, and the error names this line.
-                let keys_text = read(&target)
-                    .map_err(|e| err(file, &l, format!("{}: {}", target.display(), e.message)))?;
-                check_mode(&target)?;
+                let keys_text = match read(&target) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        fail(
+                            &mut draft,
+                            err(file, &l, format!("{}: {}", target.display(), e.message)),
+                        );
+                        continue;
+                    }
+                };
+                if let Err(e) = check_mode(&target) {
+                    fail(&mut draft, e);
+                    continue;
+                }
+                let Some(d) = draft.as_mut() else { continue };
                 for kl in lines(&keys_text) {
                     let base64 = kl.name == "KEY_BASE64" || kl.name == "HMAC_KEY_BASE64";
                     if base64 && Key::from_base64(&kl.value).is_err() {
@@ -993,28 +1128,35 @@ fn parse_noted(
                             kl.name
                         ));
                     } else if KEY_DIRECTIVES.contains(&kl.name.as_str()) {
-                        apply(d, &target, &kl)?;
+                        if let Err(e) = apply(d, &target, &kl) {
+                            d.broken = true;
+                            errors.push(e);
+                        }
                     } else {
-                        return Err(err(&target, &kl, "only KEY, KEY_BASE64, HMAC_KEY, HMAC_KEY_BASE64 and HMAC_DIGEST_TYPE may appear in a %include_keys file"));
+                        d.broken = true;
+                        errors.push(err(&target, &kl, "only KEY, KEY_BASE64, HMAC_KEY, HMAC_KEY_BASE64 and HMAC_DIGEST_TYPE may appear in a %include_keys file"));
                     }
                 }
             }
             _ => {
                 let Some(d) = draft.as_mut() else {
-                    return Err(err(
+                    errors.push(err(
                         file,
                         &l,
                         "outside any stanza (a stanza starts with SOURCE)",
                     ));
+                    continue;
                 };
-                apply(d, file, &l)?;
+                if let Err(e) = apply(d, file, &l) {
+                    fail(&mut draft, e);
+                }
             }
         }
     }
     if let Some(d) = draft.take() {
-        close(d, &mut out, notes)?;
+        close(d, &mut out, notes, errors);
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
@@ -1032,6 +1174,62 @@ mod tests {
         std::fs::write(&p, text).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         p
+    }
+
+    #[test]
+    fn every_name_is_taken_and_misspellings_are_named() {
+        for n in NAMES
+            .iter()
+            .filter(|n| !n.starts_with('%') && **n != "SOURCE")
+        {
+            let l = Line {
+                number: 1,
+                name: (*n).to_owned(),
+                value: "x".into(),
+            };
+            let e = apply(&mut Draft::default(), Path::new("/a.conf"), &l);
+            assert!(
+                !e.as_ref()
+                    .is_err_and(|e| e.message.starts_with("unknown directive")),
+                "{n}: {e:?}"
+            );
+        }
+        assert_eq!(did_you_mean("OPEN_PORT"), Some("OPEN_PORTS"));
+        assert_eq!(did_you_mean("HMAC_KEY_BASE46"), Some("HMAC_KEY_BASE64"));
+        assert_eq!(did_you_mean("COMPLETELY_ELSE"), None);
+    }
+
+    #[test]
+    fn every_error_of_a_file_in_one_run() {
+        let dir = tmp("all-errors");
+        let f = write(
+            &dir,
+            "access.conf",
+            "SOURCE ANY\nKEY_BASE64 __CHANGEME__\nHMAC_KEY_BASE64 __CHANGEME__\nOPEN_PORT tcp/22\n\nSOURCE 10.0.0.300\nKEY k\n\nSOURCE ANY\nKEY k2\nFW_ACCESS_TIMEOUT soon\n",
+        );
+        let e = load(&f).unwrap_err();
+        let all: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+        let fs = f.display();
+        assert_eq!(all.len(), 5, "{all:#?}");
+        assert!(
+            all[0].starts_with(&format!(
+                "{fs}:2: KEY_BASE64: the key is still __CHANGEME__"
+            )),
+            "{all:#?}"
+        );
+        assert!(
+            all[1].starts_with(&format!("{fs}:3: HMAC_KEY_BASE64:")),
+            "{all:#?}"
+        );
+        assert_eq!(
+            all[2],
+            format!("{fs}:4: OPEN_PORT: unknown directive (did you mean OPEN_PORTS?)")
+        );
+        assert!(all[3].starts_with(&format!("{fs}:6: SOURCE:")), "{all:#?}");
+        assert!(
+            all[4].starts_with(&format!("{fs}:11: FW_ACCESS_TIMEOUT:")),
+            "{all:#?}"
+        );
     }
 
     #[test]

@@ -331,12 +331,12 @@ impl Config {
             }
             (Err(mut e), Err(a)) => {
                 if access_file.exists() {
-                    e.0.push(a);
+                    e.0.extend(a.0);
                 }
                 return Err(e);
             }
             (Err(e), Ok(_)) => return Err(e),
-            (Ok(_), Err(a)) => return Err(a.into()),
+            (Ok(_), Err(a)) => return Err(a),
         };
         if let Some(dir) = &server.access_folder {
             stanzas.extend(access::load_folder_noted(dir, server_file, 0, &mut notes)?);

@@ -1,5 +1,6 @@
 //! One suite of end-to-end checks, run on every firewall backend (nftables' own table,
-//! iptables-nft + ipset, iptables-legacy + ipset): open for the knocking source only, a
+//! iptables-nft + ipset, iptables-legacy + ipset, a real firewalld on the lab's own
+//! bus): open for the knocking source only, a
 //! port outside OPEN_PORTS stays closed, expiry on time, replays refused, `kill -9` with
 //! a grant open (closed on time by the kernel, the replay remembered after a restart),
 //! IPv6, and `posternd status` showing what the kernel holds. Then the classic fwknop
@@ -15,6 +16,8 @@ enum Backend {
     Nftables,
     IptablesNft,
     IptablesLegacy,
+    /// A real firewalld (default zone `drop`) on the lab's own system bus.
+    Firewalld,
 }
 
 impl Backend {
@@ -25,14 +28,27 @@ impl Backend {
             Backend::IptablesLegacy => {
                 "FIREWALL_TYPE iptables\nFIREWALL_EXE /usr/sbin/iptables-legacy\n"
             }
+            Backend::Firewalld => "FIREWALL_TYPE firewalld\nFIREWD_ZONE drop\n",
         }
+    }
+
+    /// firewalld, for its backend: its own bus and daemon in the server namespace,
+    /// which posternd is started with.
+    fn service(self, lab: &mut Lab) -> Option<crate::firewalld::Bus> {
+        if !matches!(self, Backend::Firewalld) {
+            return None;
+        }
+        let mut bus = crate::firewalld::Bus::new(lab);
+        bus.start_firewalld(lab);
+        lab.env = vec![bus.env.clone()];
+        Some(bus)
     }
 
     /// The host's own default-drop policy for the iptables backends (the admin's, as in
     /// every fwknop guide); the nftables backend installs its own.
     fn host_policy(self, lab: &Lab) {
         let (v4, v6) = match self {
-            Backend::Nftables => return,
+            Backend::Nftables | Backend::Firewalld => return,
             Backend::IptablesNft => ("iptables-nft", "ip6tables-nft"),
             Backend::IptablesLegacy => ("iptables-legacy", "ip6tables-legacy"),
         };
@@ -64,8 +80,13 @@ impl Backend {
 
 impl Backend {
     /// Take posternd's base away as an admin or a service restart would.
-    fn break_base(self, lab: &Lab) {
+    fn break_base(self, lab: &Lab, bus: Option<&crate::firewalld::Bus>) {
         match self {
+            Backend::Firewalld => {
+                // A reload drops every runtime rule, posternd's grants included.
+                let bus = bus.unwrap();
+                assert!(bus.cmd(lab, &["--reload"]).status.success());
+            }
             Backend::Nftables => {
                 lab.srv.run(&["nft", "flush", "ruleset"]);
             }
@@ -96,6 +117,7 @@ const SHORT: Duration = Duration::from_millis(400);
 fn suite(backend: Backend) {
     let mut lab = Lab::new(&[22, 23]);
     backend.host_policy(&lab);
+    let bus = backend.service(&mut lab);
     lab.configure(
         backend.server_conf(),
         "SOURCE ANY\nKEY enc-1\nHMAC_KEY hmac-1\nOPEN_PORTS tcp/22\nFW_ACCESS_TIMEOUT 3\n",
@@ -187,7 +209,7 @@ fn suite(backend: Backend) {
     // back and the grant still owed with it; nobody else gets in.
     knock(&lab, 22, C1, SRV, &["-f", "12"]);
     assert!(lab.c1.wait_open(SRV, 22, Duration::from_secs(5)), "{b}");
-    backend.break_base(&lab);
+    backend.break_base(&lab, bus.as_ref());
     let broken = Instant::now();
     let log_has = |lab: &Lab| lab.log().contains("the firewall lost posternd's base");
     while !log_has(&lab) && broken.elapsed() < Duration::from_secs(4) {
@@ -227,6 +249,13 @@ fn suite_on_iptables_nft_with_ipset() {
         )
     {
         suite(Backend::IptablesNft);
+    }
+}
+
+#[test]
+fn suite_on_firewalld() {
+    if crate::firewalld::ready("suite_on_firewalld") {
+        suite(Backend::Firewalld);
     }
 }
 

@@ -54,16 +54,16 @@ const BUS_CONF: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus 
 const FIREWALLD_CONF: &str = "DefaultZone=drop\nCleanupOnExit=yes\nCleanupModulesOnExit=no\nLockdown=no\nIPv6_rpfilter=yes\nIndividualCalls=no\nLogDenied=off\nFirewallBackend=nftables\nFlushAllOnReload=yes\nRFC3964_IPv4=yes\n";
 
 /// A system bus of the lab's own in the server namespace, and firewalld on it.
-struct Bus {
+pub(crate) struct Bus {
     /// `DBUS_SYSTEM_BUS_ADDRESS=unix:path=...`, for `env`.
-    env: String,
+    pub(crate) env: String,
     _dbus: Proc,
     firewalld: Option<Proc>,
 }
 
 impl Bus {
     /// Start dbus-daemon (no firewalld yet).
-    fn new(lab: &Lab) -> Bus {
+    pub(crate) fn new(lab: &Lab) -> Bus {
         let dir = lab.path("dbus");
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("system_bus_socket");
@@ -92,7 +92,7 @@ impl Bus {
     }
 
     /// Start firewalld on this bus and wait until it says it is running.
-    fn start_firewalld(&mut self, lab: &Lab) -> Duration {
+    pub(crate) fn start_firewalld(&mut self, lab: &Lab) -> Duration {
         let conf = lab.path("firewalld");
         std::fs::create_dir_all(&conf).unwrap();
         std::fs::write(conf.join("firewalld.conf"), FIREWALLD_CONF).unwrap();
@@ -133,7 +133,7 @@ impl Bus {
     }
 
     /// `firewall-cmd ARGS` on this bus.
-    fn cmd(&self, lab: &Lab, args: &[&str]) -> Output {
+    pub(crate) fn cmd(&self, lab: &Lab, args: &[&str]) -> Output {
         lab.srv
             .cmd("env")
             .arg(&self.env)
@@ -183,7 +183,7 @@ impl Bus {
     }
 }
 
-fn ready(name: &str) -> bool {
+pub(crate) fn ready(name: &str) -> bool {
     postern_testkit::can_run(
         name,
         &[

@@ -25,6 +25,9 @@ pub struct Lab {
     pub iface: String,
     _svc: Proc,
     pub daemon: Option<Proc>,
+    /// `NAME=value` settings posternd is started with (through `env`), e.g. the lab's
+    /// own D-Bus system bus for the firewalld backend.
+    pub env: Vec<String>,
 }
 
 pub fn posternd_bin() -> &'static str {
@@ -63,6 +66,7 @@ impl Lab {
             iface,
             _svc: svc,
             daemon: None,
+            env: Vec::new(),
         }
     }
 
@@ -82,14 +86,19 @@ impl Lab {
 
     /// posternd's command line for this lab.
     pub fn args(&self, extra: &[&str]) -> Vec<String> {
-        let mut v: Vec<String> = vec![
+        let mut v: Vec<String> = Vec::new();
+        if !self.env.is_empty() {
+            v.push("env".into());
+            v.extend(self.env.iter().cloned());
+        }
+        v.extend([
             posternd_bin().into(),
             "-f".into(),
             "-c".into(),
             self.path("fwknopd.conf").display().to_string(),
             "-r".into(),
             self.path("run").display().to_string(),
-        ];
+        ]);
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     }
