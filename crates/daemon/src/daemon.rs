@@ -674,23 +674,31 @@ impl Daemon {
         (grants, desc)
     }
 
-    /// Apply grants; if the firewall refuses, reinstall the base (the table may have
-    /// been deleted under us) and try once more.
+    /// Apply grants; if the firewall refuses because posternd's base is gone (the table
+    /// deleted under us), reinstall it, put back what is owed, and try once more. A
+    /// refusal with the base in place (a full set, a bad address) is returned as it is:
+    /// reinstalling would not help, and putting every open grant back at each refused
+    /// knock would stall posternd.
     fn apply_with_repair(&mut self, grants: &[postern_fw::Grant]) -> Result<(), postern_fw::Error> {
-        self.fw
-            .apply(grants)
-            .or_else(|first| match self.fw.setup(false) {
-                Ok(()) => {
-                    let owed = self.reconcile(Now::read());
-                    let line = format!(
-                        "firewall change refused ({first}); base reinstalled, {owed} open grant(s) put back"
-                    );
-                    log::warn(&line);
-                    self.alerts.emit(Alert::fault(Fault::Firewall, None, line));
-                    self.fw.apply(grants)
-                }
-                Err(_) => Err(first),
-            })
+        let first = match self.fw.apply(grants) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        match self.fw.intact() {
+            Err(postern_fw::Error::Missing(_)) => {}
+            _ => return Err(first),
+        }
+        match self.fw.setup(false) {
+            Ok(()) => {
+                let owed = self.reconcile(Now::read());
+                self.counters.firewall_repairs += 1;
+                log::warn(&format!(
+                    "firewall change refused ({first}); base reinstalled, {owed} open grant(s) put back"
+                ));
+                self.fw.apply(grants)
+            }
+            Err(_) => Err(first),
+        }
     }
 
     /// Make the kernel hold what is owed (after its base was reinstalled: a flushed
@@ -1639,10 +1647,11 @@ mod tests {
             .collect();
         let out = d.apply_batch(batch, at(T));
         assert!(out.iter().all(|o| refused_for(o, "firewall change failed")));
-        // Two grants refused, and three attempts to put the open grant back after the
-        // base was reinstalled (the firewall refuses those too).
-        assert_eq!(d.counters.firewall_errors, 5);
+        // Two grants refused; the base is in place, so nothing is reinstalled and the
+        // open grant is not put back at every refusal.
+        assert_eq!(d.counters.firewall_errors, 2);
         assert_eq!(mem.record.lock().unwrap().batches, vec![2]);
+        assert_eq!(mem.record.lock().unwrap().setups, Vec::<bool>::new());
         // Once it accepts again, a repair puts the open grants back.
         *mem.fail_apply.lock().unwrap() = None;
         assert_eq!(d.reconcile(at(T + 1)), 1);
@@ -1752,6 +1761,7 @@ mod tests {
     fn a_refusing_firewall_opens_nothing_and_the_daemon_goes_on() {
         let (mut d, mem) = daemon(1000);
         *mem.fail_apply.lock().unwrap() = Some("netlink: table deleted".into());
+        *mem.base_missing.lock().unwrap() = true;
         assert!(refused_for(
             &d.handle(&packet(1, T, 22), at(T)),
             "firewall change failed"

@@ -267,6 +267,9 @@ enum Mode {
     Plain,
 }
 
+/// The most entries one ipset set holds (open grants of one family).
+const MAX_ENTRIES: &str = "4194304";
+
 /// The iptables backend (ipset entries, or plain rules where ipset is unavailable).
 #[derive(Debug)]
 pub struct Iptables {
@@ -440,10 +443,28 @@ impl Iptables {
     /// of 0 means "none").
     fn create_set(&self, name: &str, kind: &str, v6: bool) -> Result<(), Error> {
         let family = if v6 { "inet6" } else { "inet" };
+        // ipset's default cap is 65,536 entries: one more grant would be refused ("Hash
+        // is full"). The hash grows on demand, so a high cap costs nothing until used.
         let args = [
-            "create", name, kind, "family", family, "timeout", "0", "-exist",
+            "create",
+            name,
+            kind,
+            "family",
+            family,
+            "maxelem",
+            MAX_ENTRIES,
+            "timeout",
+            "0",
+            "-exist",
         ];
-        run(&self.cfg.ipset, &args, None).map(|_| ())
+        match run(&self.cfg.ipset, &args, None) {
+            Ok(_) => Ok(()),
+            // A set left by an older posternd with other parameters: kept as it is.
+            Err(e) => match run(&self.cfg.ipset, &["-n", "list", name], None) {
+                Ok(_) => Ok(()),
+                Err(_) => Err(e),
+            },
+        }
     }
 
     fn ipt_in(&self, v6: bool, table: &str, args: &[&str]) -> Result<String, Error> {

@@ -26,10 +26,15 @@ pub struct Memory {
     pub record: Arc<Mutex<Record>>,
     /// While set, refuse every apply with this message.
     pub fail_apply: Arc<Mutex<Option<String>>>,
+    /// While set, the base is "gone" ([`Firewall::intact`] says so; `setup` clears it).
+    pub base_missing: Arc<Mutex<bool>>,
 }
 
 impl Firewall for Memory {
     fn setup(&mut self, flush: bool) -> Result<(), Error> {
+        if let Ok(mut m) = self.base_missing.lock() {
+            *m = false;
+        }
         self.record
             .lock()
             .map_err(|_| Error::Refused("poisoned".into()))?
@@ -53,6 +58,13 @@ impl Firewall for Memory {
             .map_err(|_| Error::Refused("poisoned".into()))?;
         r.grants.extend_from_slice(grants);
         r.batches.push(grants.len());
+        Ok(())
+    }
+
+    fn intact(&mut self) -> Result<(), Error> {
+        if self.base_missing.lock().is_ok_and(|m| *m) {
+            return Err(Error::Missing("the base is gone (simulated)".into()));
+        }
         Ok(())
     }
 

@@ -147,6 +147,13 @@ fn suite(backend: Backend) {
         kernel.iter().any(|k| k["source"] == C1 && k["port"] == 22),
         "{b}: {st}"
     );
+    // ipset's default cap (65,536 entries) would refuse the 65,537th grant: posternd's
+    // sets are made for millions (the benchmark fills 100,000).
+    if matches!(backend, Backend::IptablesNft | Backend::IptablesLegacy) {
+        let out = lab.srv.run(&["ipset", "-t", "list", "postern-in4"]);
+        let header = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(header.contains("maxelem 4194304"), "{b}: {header}");
+    }
     // A port outside OPEN_PORTS stays closed.
     knock(&lab, 23, C1, SRV, &[]);
     std::thread::sleep(Duration::from_millis(500));
