@@ -683,6 +683,10 @@ pub fn directive(name: &str) -> Option<&'static Directive> {
 
 /// The known directive closest to a misspelt `name`, if one is close.
 pub fn did_you_mean(name: &str) -> Option<&'static str> {
+    // No directive is longer: a long name is nobody's misspelling (and stays cheap).
+    if name.len() > 64 {
+        return None;
+    }
     let names = DIRECTIVES
         .iter()
         .flat_map(|d| std::iter::once(&d.name).chain(d.aliases.iter()))
