@@ -400,15 +400,7 @@ const NAMES: &[&str] = &[
 
 /// The access.conf directive closest to a misspelt `name`, if one is close.
 fn did_you_mean(name: &str) -> Option<&'static str> {
-    // No directive is longer: a long name is nobody's misspelling (and stays cheap).
-    if name.len() > 64 {
-        return None;
-    }
-    let (best, dist) = NAMES
-        .iter()
-        .map(|n| (*n, super::edit_distance(name, n)))
-        .min_by_key(|(_, d)| *d)?;
-    (dist <= (name.len() / 4).max(2)).then_some(best)
+    super::nearest(name, NAMES.iter().copied())
 }
 
 const KEY_DIRECTIVES: [&str; 5] = [

@@ -169,6 +169,19 @@ pub fn number(file: &Path, l: &Line, min: u64, max: u64) -> Result<u64, ConfigEr
     in_range(&l.value, min, max).map_err(|m| err(file, l, m))
 }
 
+/// The name among `names` closest to a misspelt `name`, if one is close ("did you
+/// mean"): both files' unknown-directive errors use it.
+pub fn nearest(name: &str, names: impl Iterator<Item = &'static str>) -> Option<&'static str> {
+    // No directive is longer: a long name is nobody's misspelling (and stays cheap).
+    if name.len() > 64 {
+        return None;
+    }
+    let (best, dist) = names
+        .map(|n| (n, edit_distance(name, n)))
+        .min_by_key(|(_, d)| *d)?;
+    (dist <= (name.len() / 4).max(2)).then_some(best)
+}
+
 /// Levenshtein distance (for "did you mean").
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();

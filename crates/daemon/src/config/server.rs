@@ -683,18 +683,11 @@ pub fn directive(name: &str) -> Option<&'static Directive> {
 
 /// The known directive closest to a misspelt `name`, if one is close.
 pub fn did_you_mean(name: &str) -> Option<&'static str> {
-    // No directive is longer: a long name is nobody's misspelling (and stays cheap).
-    if name.len() > 64 {
-        return None;
-    }
     let names = DIRECTIVES
         .iter()
-        .flat_map(|d| std::iter::once(&d.name).chain(d.aliases.iter()))
+        .flat_map(|d| std::iter::once(d.name).chain(d.aliases.iter().copied()))
         .filter(|n| !n.ends_with('*'));
-    let (best, dist) = names
-        .map(|n| (*n, super::edit_distance(name, n)))
-        .min_by_key(|(_, d)| *d)?;
-    (dist <= (name.len() / 4).max(2)).then_some(best)
+    super::nearest(name, names)
 }
 
 /// Expand every `$NAME` in a value by that directive's value, as fwknopd does (the
