@@ -8,14 +8,18 @@
 //!                                                  └──► UDP ports it admits (the intake, status)
 //! ```
 //!
-//! Supported: `udp`, `ip`, `ip6`, `[udp] [src|dst] port N`, `[udp] [src|dst] portrange A-B`,
-//! `[src|dst] host ADDR`, `[src|dst] net ADDR/LEN` (IPv4 or IPv6), `src|dst ADDR`,
+//! Supported: `udp`, `tcp`, `icmp`, `icmp6`, `ip`, `ip6`, `[udp|tcp] [src|dst] port N`,
+//! `[udp|tcp] [src|dst] portrange A-B`, `[src|dst] host ADDR`, `[src|dst] net ADDR/LEN`
+//! (IPv4 or IPv6), `src|dst ADDR`,
 //! combined with `and`/`&&`, `or`/`||`, `not`/`!` and parentheses; a bare value repeats
 //! the previous primitive's qualifiers (`udp port 62201 or 62202`). As in libpcap, `and`
 //! and `or` have the same precedence and group from the left, `not` binds tightest, a
-//! port test on IPv4 skips non-first fragments, and one on IPv6 reads the UDP header
-//! right after the fixed header. Host names, service names and everything else of the
-//! language (`tcp`, `len`, `udp[8:2]`, ...) are refused with the forms above.
+//! port test on IPv4 skips non-first fragments, and one on IPv6 reads the transport header
+//! right after the fixed header; `port N` without a protocol means TCP, UDP or SCTP port N.
+//! Host names, service names and everything else of the language (`sctp`, `len`,
+//! `udp[8:2]`, ...) are refused with the forms above. (fwknopd takes SPA data from UDP,
+//! TCP and ICMP packets its filter admits: `udp port 62201 or tcp port 62201` is the
+//! filter of a server that also takes `fwknop -P tcp`.)
 //!
 //! Nothing here touches a socket: [`Filter::matches`] runs the program in user space
 //! exactly as the kernel does (an out-of-packet load rejects), for pcap files and for the
@@ -58,9 +62,9 @@ const ACCEPT: u32 = 0xffff;
 const MAX_INSNS: usize = 4096;
 
 /// The forms the compiler takes, for error messages and documentation.
-pub const SUPPORTED: &str = "udp [src|dst] port N, udp [src|dst] portrange A-B, [src|dst] port N, \
-[src|dst] portrange A-B, udp, ip, ip6, [src|dst] host ADDR, [src|dst] net ADDR/LEN (IPv4 or IPv6), \
-combined with and (&&), or (||), not (!) and parentheses";
+pub const SUPPORTED: &str = "udp|tcp [src|dst] port N, udp|tcp [src|dst] portrange A-B, \
+[src|dst] port N, [src|dst] portrange A-B, udp, tcp, icmp, icmp6, ip, ip6, [src|dst] host ADDR, \
+[src|dst] net ADDR/LEN (IPv4 or IPv6), combined with and (&&), or (||), not (!) and parentheses";
 
 /// Why a filter expression is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,9 +287,9 @@ enum Dir {
 /// What a primitive tests (also the qualifiers a bare value inherits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// `port` / `portrange`; `udp_only` with the `udp` qualifier (else tcp, udp, sctp).
+    /// `port` / `portrange`, with the protocol qualifier (`None`: tcp, udp or sctp).
     Port {
-        udp_only: bool,
+        proto: Option<u8>,
         range: bool,
     },
     Host,
@@ -294,11 +298,12 @@ enum Kind {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Prim {
-    Udp,
+    /// `udp` (17), `tcp` (6), `icmp` (1, IPv4 only), `icmp6` (58, IPv6 only).
+    Proto(u8),
     Ip4,
     Ip6,
     Port {
-        udp_only: bool,
+        proto: Option<u8>,
         dir: Dir,
         lo: u16,
         hi: u16,
@@ -407,24 +412,36 @@ impl Parser {
 
     fn primitive(&mut self) -> Result<Prim, FilterError> {
         let first = word(self.peek()).unwrap_or("").to_owned();
-        let mut udp = false;
+        // The protocol qualifier of a port test (`udp port N`, `tcp port N`).
+        let mut qualified: Option<u8> = None;
         match first.as_str() {
-            "udp" => {
+            "udp" | "tcp" | "icmp" | "icmp6" => {
                 self.at += 1;
-                udp = true;
-                if !matches!(
-                    word(self.peek()),
-                    Some("src" | "dst" | "port" | "portrange")
-                ) {
-                    // `udp` alone; `udp host ...` is refused as libpcap refuses it.
-                    if let Some(w @ ("host" | "net")) = word(self.peek()) {
+                let number = match first.as_str() {
+                    "udp" => 17,
+                    "tcp" => 6,
+                    "icmp" => 1,
+                    _ => 58,
+                };
+                let ported = number == 17 || number == 6;
+                if !ported
+                    || !matches!(
+                        word(self.peek()),
+                        Some("src" | "dst" | "port" | "portrange")
+                    )
+                {
+                    // The protocol alone; `udp host ...` is refused as libpcap refuses it.
+                    if let Some(w @ ("host" | "net" | "src" | "dst" | "port" | "portrange")) =
+                        word(self.peek())
+                    {
                         return Err(FilterError::Unsupported(format!(
-                            "'udp {w}' (the udp qualifier applies to port and portrange only)"
+                            "'{first} {w}' (a protocol qualifier applies to port and portrange of udp and tcp only)"
                         )));
                     }
                     self.last = None;
-                    return Ok(Prim::Udp);
+                    return Ok(Prim::Proto(number));
                 }
+                qualified = Some(number);
             }
             "ip" | "ip6" => {
                 self.at += 1;
@@ -454,15 +471,15 @@ impl Parser {
         let kind_word = word(self.peek()).map(str::to_owned);
         let kind = match kind_word.as_deref() {
             Some("port") => Some(Kind::Port {
-                udp_only: udp,
+                proto: qualified,
                 range: false,
             }),
             Some("portrange") => Some(Kind::Port {
-                udp_only: udp,
+                proto: qualified,
                 range: true,
             }),
-            Some("host") if !udp => Some(Kind::Host),
-            Some("net") if !udp => Some(Kind::Net),
+            Some("host") if qualified.is_none() => Some(Kind::Host),
+            Some("net") if qualified.is_none() => Some(Kind::Net),
             _ => None,
         };
         let (kind, dir) = match (kind, dir) {
@@ -471,8 +488,8 @@ impl Parser {
                 (k, d.unwrap_or(Dir::Either))
             }
             // `src ADDR` / `dst ADDR`: host implied.
-            (None, Some(d)) if !udp => (Kind::Host, d),
-            (None, None) if !udp && dir.is_none() => {
+            (None, Some(d)) if qualified.is_none() => (Kind::Host, d),
+            (None, None) if qualified.is_none() && dir.is_none() => {
                 // A bare value: the previous primitive's qualifiers.
                 let Some(w) = kind_word else {
                     return Err(FilterError::Syntax {
@@ -488,8 +505,8 @@ impl Parser {
             _ => {
                 return Err(FilterError::Syntax {
                     found: self.found(),
-                    expected: if udp {
-                        "port or portrange after 'udp'"
+                    expected: if qualified.is_some() {
+                        "port or portrange after 'udp'/'tcp'"
                     } else {
                         "port, portrange, host, net or an address after 'src'/'dst'"
                     },
@@ -510,19 +527,14 @@ impl Parser {
         };
         self.last = Some((kind, dir));
         match kind {
-            Kind::Port { udp_only, range } => {
+            Kind::Port { proto, range } => {
                 let (lo, hi) = if range {
                     port_range(&value)?
                 } else {
                     let p = port(&value)?;
                     (p, p)
                 };
-                Ok(Prim::Port {
-                    udp_only,
-                    dir,
-                    lo,
-                    hi,
-                })
+                Ok(Prim::Port { proto, dir, lo, hi })
             }
             Kind::Host => Ok(Prim::Host {
                 dir,
@@ -542,9 +554,6 @@ fn looks_like_value(w: &str) -> bool {
 
 fn unsupported_word(w: &str) -> FilterError {
     let known = [
-        "tcp",
-        "icmp",
-        "icmp6",
         "sctp",
         "arp",
         "rarp",
@@ -803,23 +812,32 @@ fn lower_prim(p: &Prim) -> Cond {
     match *p {
         Prim::Ip4 => version(0x40),
         Prim::Ip6 => version(0x60),
-        Prim::Udp => or(
-            and(version(0x40), t(Load::Byte(9), Op::Eq, 17)),
-            and(
+        Prim::Proto(p) => {
+            let p = u32::from(p);
+            // As libpcap: the IPv6 next header, or the one after a fragment header.
+            let six = and(
                 version(0x60),
                 or(
-                    t(Load::Byte(6), Op::Eq, 17),
-                    and(t(Load::Byte(6), Op::Eq, 44), t(Load::Byte(40), Op::Eq, 17)),
+                    t(Load::Byte(6), Op::Eq, p),
+                    and(t(Load::Byte(6), Op::Eq, 44), t(Load::Byte(40), Op::Eq, p)),
                 ),
-            ),
-        ),
-        Prim::Port {
-            udp_only,
-            dir,
-            lo,
-            hi,
-        } => {
-            let protos: &[u32] = if udp_only { &[17] } else { &[132, 6, 17] };
+            );
+            let four = and(version(0x40), t(Load::Byte(9), Op::Eq, p));
+            match p {
+                1 => four,
+                58 => six,
+                _ => or(four, six),
+            }
+        }
+        Prim::Port { proto, dir, lo, hi } => {
+            let one;
+            let protos: &[u32] = match proto {
+                Some(p) => {
+                    one = [u32::from(p)];
+                    &one
+                }
+                None => &[132, 6, 17],
+            };
             let proto = |at: u32| {
                 any(protos
                     .iter()
@@ -1066,6 +1084,8 @@ fn every() -> Ranges {
 
 fn dst_ports(e: &Expr) -> Ranges {
     match e {
+        // A test that only TCP or ICMP passes admits no UDP datagram.
+        Expr::Prim(Prim::Port { proto: Some(p), .. } | Prim::Proto(p)) if *p != 17 => Vec::new(),
         Expr::Prim(Prim::Port {
             dir: Dir::Dst | Dir::Either,
             lo,
@@ -1190,13 +1210,23 @@ mod tests {
         assert_eq!(ports("udp port 5 and src host 198.18.0.1"), vec![5..=5]);
         assert_eq!(ports("udp port 5 and udp port 6"), vec![]);
         assert_eq!(compile("udp port 1 or 2").unwrap().single_udp_port(), None);
+        // TCP and ICMP admit no UDP datagram: the SPA port of a TCP-server filter.
+        assert_eq!(
+            ports("udp port 62201 or tcp port 62201"),
+            vec![62201..=62201]
+        );
+        assert_eq!(ports("tcp port 80"), vec![]);
+        assert_eq!(ports("icmp or tcp"), vec![]);
+        assert_eq!(ports("port 80"), vec![80..=80]);
     }
 
     #[test]
     fn refusals_name_the_supported_forms() {
         for (e, want) in [
             ("", "empty filter"),
-            ("tcp port 22", "'tcp' is not supported"),
+            ("sctp port 22", "'sctp' is not supported"),
+            ("tcp host 198.18.0.1", "'tcp host'"),
+            ("icmp port 5", "'icmp port'"),
             ("udp port domain", "service name 'domain'"),
             ("udp port 0", "'0' is not a port"),
             ("udp port 70000", "'70000' is not a port"),
@@ -1216,7 +1246,7 @@ mod tests {
             let err = compile(e).unwrap_err().to_string();
             assert!(err.contains(want), "{e}: {err}");
             assert!(
-                err.contains("(supported: udp [src|dst] port N"),
+                err.contains("(supported: udp|tcp [src|dst] port N"),
                 "{e}: {err}"
             );
         }
@@ -1228,6 +1258,9 @@ mod tests {
     fn total_on_word_soup() {
         let words = [
             "udp",
+            "tcp",
+            "icmp",
+            "icmp6",
             "port",
             "portrange",
             "host",

@@ -1,5 +1,8 @@
-//! Parsing IP packets into [`Datagram`]s: IPv4 (no fragments) and IPv6 (UDP directly
-//! after the fixed header), UDP only. Total: any byte string gives `None` or a datagram.
+//! Parsing IP packets into [`Datagram`]s: IPv4 (no fragments) and IPv6 (the transport
+//! header directly after the fixed header); the payload of UDP, of TCP (one segment, as
+//! fwknopd takes it from pcap: no reassembly, segments without data skipped) and of ICMP
+//! and ICMPv6 (after the 8-byte header; ports 0). Total: any byte string gives `None` or
+//! a datagram.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -10,7 +13,7 @@ pub struct Datagram {
     pub src: SocketAddr,
     /// Destination address and port (`0.0.0.0:port` when the intake cannot know it).
     pub dst: SocketAddr,
-    /// The UDP payload.
+    /// The UDP payload (or TCP segment data, or ICMP data).
     pub payload: Vec<u8>,
 }
 
@@ -18,13 +21,20 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
-/// Parse a network-layer packet; `Some` only for UDP to `port` (any port with `None`).
+const ICMP: u8 = 1;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const ICMPV6: u8 = 58;
+
+/// Parse a network-layer packet; `Some` for UDP, TCP with data, ICMP and ICMPv6, and
+/// with `port` only for UDP or TCP to that port.
 pub fn parse_ip(pkt: &[u8], port: Option<u16>) -> Option<Datagram> {
     let version = pkt.first()? >> 4;
-    let (src, dst, l4) = match version {
+    let (src, dst, proto, l4) = match version {
         4 => {
             let ihl = usize::from(pkt[0] & 0x0f) * 4;
-            if ihl < 20 || pkt.len() < ihl || *pkt.get(9)? != 17 {
+            let proto = *pkt.get(9)?;
+            if ihl < 20 || pkt.len() < ihl || !matches!(proto, UDP | TCP | ICMP) {
                 return None;
             }
             if be16(pkt, 6)? & 0x3fff != 0 {
@@ -39,11 +49,12 @@ pub fn parse_ip(pkt: &[u8], port: Option<u16>) -> Option<Datagram> {
             (
                 IpAddr::V4(Ipv4Addr::from(s)),
                 IpAddr::V4(Ipv4Addr::from(d)),
+                proto,
                 &pkt[ihl..total],
             )
         }
         6 => {
-            if pkt.len() < 40 || pkt[6] != 17 {
+            if pkt.len() < 40 || !matches!(pkt[6], UDP | TCP | ICMPV6) {
                 return None;
             }
             let plen = usize::from(be16(pkt, 4)?);
@@ -55,21 +66,41 @@ pub fn parse_ip(pkt: &[u8], port: Option<u16>) -> Option<Datagram> {
             (
                 IpAddr::V6(Ipv6Addr::from(s)),
                 IpAddr::V6(Ipv6Addr::from(d)),
+                pkt[6],
                 &pkt[40..40 + plen],
             )
         }
         _ => return None,
     };
-    let sport = be16(l4, 0)?;
-    let dport = be16(l4, 2)?;
-    let ulen = usize::from(be16(l4, 4)?);
-    if ulen < 8 || ulen > l4.len() || port.is_some_and(|p| p != dport) {
+    let (sport, dport, data) = match proto {
+        UDP => {
+            let ulen = usize::from(be16(l4, 4)?);
+            if ulen < 8 || ulen > l4.len() {
+                return None;
+            }
+            (be16(l4, 0)?, be16(l4, 2)?, &l4[8..ulen])
+        }
+        TCP => {
+            let off = usize::from(*l4.get(12)? >> 4) * 4;
+            if off < 20 || off >= l4.len() {
+                return None; // no data: the handshake, acknowledgements, the close
+            }
+            (be16(l4, 0)?, be16(l4, 2)?, &l4[off..])
+        }
+        _ => {
+            if l4.len() <= 8 || port.is_some() {
+                return None;
+            }
+            (0, 0, &l4[8..])
+        }
+    };
+    if port.is_some_and(|p| p != dport) {
         return None;
     }
     Some(Datagram {
         src: SocketAddr::new(src, sport),
         dst: SocketAddr::new(dst, dport),
-        payload: l4[8..ulen].to_vec(),
+        payload: data.to_vec(),
     })
 }
 
@@ -109,6 +140,45 @@ mod tests {
         for n in 0..p.len() {
             let _ = parse_ip(&p[..n], None);
         }
+    }
+
+    #[test]
+    fn tcp_data_and_icmp() {
+        let s: SocketAddr = "198.18.1.2:40000".parse().unwrap();
+        let d: SocketAddr = "198.18.1.1:62201".parse().unwrap();
+        let mut p = build_ipv4_udp(s, d, b"");
+        p.truncate(20);
+        p[9] = 6;
+        // TCP header with 4 bytes of options (data offset 6), then data.
+        p.extend_from_slice(&[0x9c, 0x40, 0xf2, 0xf9, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0x18]);
+        p.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0, 1, 1, 1, 1]);
+        let handshake = {
+            let mut h = p.clone();
+            let n = h.len() as u16;
+            h[2..4].copy_from_slice(&n.to_be_bytes());
+            h
+        };
+        assert!(parse_ip(&handshake, None).is_none(), "no data, no datagram");
+        p.extend_from_slice(b"hello");
+        let n = p.len() as u16;
+        p[2..4].copy_from_slice(&n.to_be_bytes());
+        let g = parse_ip(&p, Some(62201)).unwrap();
+        assert_eq!((g.src, g.dst, g.payload.as_slice()), (s, d, &b"hello"[..]));
+        assert!(parse_ip(&p, Some(62202)).is_none());
+        for n in 0..p.len() {
+            let _ = parse_ip(&p[..n], None);
+        }
+        let mut icmp = p[..20].to_vec();
+        icmp[9] = 1;
+        icmp.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, 1]);
+        icmp.extend_from_slice(b"spa");
+        let n = icmp.len() as u16;
+        icmp[2..4].copy_from_slice(&n.to_be_bytes());
+        let g = parse_ip(&icmp, None).unwrap();
+        assert_eq!((g.src.port(), g.payload.as_slice()), (0, &b"spa"[..]));
+        assert!(parse_ip(&icmp, Some(62201)).is_none(), "ICMP has no port");
+        icmp[9] = 132; // SCTP
+        assert!(parse_ip(&icmp, None).is_none());
     }
 
     #[test]

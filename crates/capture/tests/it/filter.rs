@@ -185,6 +185,25 @@ fn packets() -> Vec<(&'static str, Vec<u8>)> {
             b.extend_from_slice(&tcp(5, 62201, t));
             v6(C6, S6, 44, &b)
         }),
+        ("v6 icmp6 echo c -> s", |t| {
+            let mut b = vec![128, 0, 0, 0, 0, 1, 0, 1];
+            b.extend_from_slice(t);
+            v6(C6, S6, 58, &b)
+        }),
+        ("v6 fragment header + icmp6", |t| {
+            let mut b = vec![58, 0, 0, 1, 0, 0, 0, 9, 128, 0, 0, 0, 0, 1, 0, 1];
+            b.extend_from_slice(t);
+            v6(C6, S6, 44, &b)
+        }),
+        ("v4 tcp c:80 -> s:5000", |t| {
+            v4(C, S, 6, 0, &[], &tcp(80, 5000, t))
+        }),
+        ("v4 tcp later fragment, port-like bytes", |t| {
+            let mut b = tcp(80, 80, t);
+            b.truncate(8);
+            b.extend_from_slice(t);
+            v4(C, S, 6, 0x0003, &[], &b)
+        }),
         ("v6 hop-by-hop + udp -> s:62201", |t| {
             let mut b = vec![17, 0, 1, 4, 0, 0, 0, 0];
             b.extend_from_slice(&udp(5, 62201, t));
@@ -249,6 +268,22 @@ const EXPRS: &[&str] = &[
     "udp port 62201 or (40000)",
     "udp && (dst host 198.18.1.1 || dst host 2001:db8:1::1) && dst port 62201",
     "((udp))",
+    "tcp",
+    "not tcp",
+    "icmp",
+    "icmp6",
+    "tcp port 62201",
+    "tcp dst port 62201",
+    "tcp src port 80",
+    "tcp portrange 1-1024",
+    "tcp dst portrange 20-80",
+    "udp port 62201 or tcp port 62201",
+    "udp port 62201 or tcp port 62201 or icmp",
+    "tcp dst port 80 and src net 198.18.0.0/15",
+    "udp or tcp",
+    "tcp or icmp6",
+    "tcp port 80 or 22",
+    "icmp and host 198.18.1.2",
 ];
 
 /// Expressions libpcap refuses: compile must refuse them too.
@@ -266,6 +301,9 @@ const LIBPCAP_REFUSES: &[&str] = &[
     "(udp port 1",
     "udp port 1)",
     "and udp",
+    "tcp host 198.18.1.2",
+    "icmp port 5",
+    "tcp port",
 ];
 
 /// Which packets (indexes) `tcpdump -r pcap EXPR` prints.
