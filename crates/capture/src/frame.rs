@@ -13,6 +13,8 @@ pub struct Datagram {
     pub src: SocketAddr,
     /// Destination address and port (`0.0.0.0:port` when the intake cannot know it).
     pub dst: SocketAddr,
+    /// The IP protocol it came over: 17 (UDP), 6 (TCP), 1 (ICMP) or 58 (ICMPv6).
+    pub proto: u8,
     /// The UDP payload (or TCP segment data, or ICMP data).
     pub payload: Vec<u8>,
 }
@@ -21,10 +23,14 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
-const ICMP: u8 = 1;
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-const ICMPV6: u8 = 58;
+/// IP protocol numbers of the transports SPA data is taken from.
+pub const ICMP: u8 = 1;
+/// TCP.
+pub const TCP: u8 = 6;
+/// UDP.
+pub const UDP: u8 = 17;
+/// ICMPv6.
+pub const ICMPV6: u8 = 58;
 
 /// Parse a network-layer packet; `Some` for UDP, TCP with data, ICMP and ICMPv6, and
 /// with `port` only for UDP or TCP to that port.
@@ -100,6 +106,7 @@ pub fn parse_ip(pkt: &[u8], port: Option<u16>) -> Option<Datagram> {
     Some(Datagram {
         src: SocketAddr::new(src, sport),
         dst: SocketAddr::new(dst, dport),
+        proto,
         payload: data.to_vec(),
     })
 }
@@ -164,6 +171,7 @@ mod tests {
         p[2..4].copy_from_slice(&n.to_be_bytes());
         let g = parse_ip(&p, Some(62201)).unwrap();
         assert_eq!((g.src, g.dst, g.payload.as_slice()), (s, d, &b"hello"[..]));
+        assert_eq!(g.proto, TCP);
         assert!(parse_ip(&p, Some(62202)).is_none());
         for n in 0..p.len() {
             let _ = parse_ip(&p[..n], None);

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!  AF_PACKET socket (+ kernel BPF from PCAP_FILTER) ──────┐
-//!  UDP socket on the SPA port ───────────────────────────┼─► Datagram { src, dst, payload }
+//!  UDP socket on the SPA port ───────────────────────────┼─► Datagram { src, dst, proto, payload }
 //!  pcap file (offline) ──────────────────────────────────┘
+//!  TCP server (ENABLE_TCP_SERVER): accepts and closes, so `-P tcp` handshakes complete
 //! ```
 //!
 //! The AF_PACKET path sees packets before the firewall drops them, without a listening
@@ -17,6 +18,7 @@ pub mod afpacket;
 pub mod filter;
 pub mod frame;
 pub mod pcapfile;
+pub mod tcp;
 pub mod udp;
 
 pub use frame::Datagram;

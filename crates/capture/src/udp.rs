@@ -98,6 +98,7 @@ impl UdpIntake {
         Ok(Datagram {
             src,
             dst,
+            proto: crate::frame::UDP,
             payload: buf[..n].to_vec(),
         })
     }

@@ -280,6 +280,7 @@ impl Daemon {
             nat_forwarding: self.config.server.nat_forwarding,
             nat_local: self.config.server.nat_local,
             snat: self.config.server.ipt.snat_default(),
+            forwarded_for: None,
         }
     }
 
@@ -325,7 +326,21 @@ impl Daemon {
         self.counters.examined += 1;
         let src = apply::unmap(d.src.ip());
         let dst = apply::unmap(d.dst.ip());
-        let packet = match decode(&d.payload) {
+        let http = if self.config.server.spa_over_http {
+            crate::pipeline::decode::unwrap_http(&d.payload)
+        } else {
+            None
+        };
+        let (payload, forwarded_for) = match &http {
+            Some(h) => (
+                h.data.as_slice(),
+                h.forwarded_for
+                    .filter(|_| self.config.server.x_forwarded_for)
+                    .map(apply::unmap),
+            ),
+            None => (d.payload.as_slice(), None),
+        };
+        let packet = match decode(payload) {
             Ok(p) => p,
             Err(e) => {
                 let r = Reason::Junk(e);
@@ -339,12 +354,16 @@ impl Daemon {
             self.alerts.emit(Alert::replay(src));
             return Step::Done(Outcome::Refused(Refusal::Policy(Reason::Replay)));
         }
-        let decision = authorize(&packet, src, dst, &self.config.stanzas, self.clock(now));
+        let clock = Clock {
+            forwarded_for,
+            ..self.clock(now)
+        };
+        let decision = authorize(&packet, src, dst, &self.config.stanzas, clock);
         if !decision.burn {
             return Step::Done(self.act(decision, src, now));
         }
         let meta = Meta {
-            proto: 17,
+            proto: d.proto,
             src: SocketAddr::new(src, d.src.port()),
             dst: SocketAddr::new(dst, d.dst.port()),
         };
@@ -991,8 +1010,15 @@ impl Daemon {
                     return Outcome::WouldAct(c.command);
                 }
                 let (identity, timeout) = self.exec_identity(decision.stanza);
+                let sudo = decision
+                    .stanza
+                    .and_then(|i| self.config.stanzas.get(i))
+                    .and_then(|s| s.cmd_sudo.as_deref());
                 let identity = match identity {
-                    Ok(i) => i,
+                    Ok(i) => match sudo {
+                        Some(args) => i.through_sudo(&self.config.server.sudo_exe, args),
+                        None => i,
+                    },
                     Err(e) => return self.identity_refused(&who, e),
                 };
                 self.counters.commands += 1;
@@ -1481,6 +1507,7 @@ mod tests {
         Datagram {
             src: src.parse().unwrap(),
             dst: "198.18.1.1:62201".parse().unwrap(),
+            proto: 17,
             payload: w.into_bytes(),
         }
     }
@@ -1524,6 +1551,78 @@ mod tests {
     }
 
     const REPLAY: Outcome = Outcome::Refused(Refusal::Policy(Reason::Replay));
+
+    /// An SPA packet in an HTTP request (`fwknop -P http`), as fwknopd takes it only with
+    /// ENABLE_SPA_OVER_HTTP; with ENABLE_X_FORWARDED_FOR a `-s` request is granted to
+    /// the header's address, and only a `-s` request.
+    #[test]
+    fn spa_over_http_and_x_forwarded_for() {
+        let http = |d: &Datagram, xff: &str| Datagram {
+            proto: 6,
+            payload: format!(
+                "GET /{} HTTP/1.0\r\nUser-Agent: Fwknop/2.6.10\r\n{xff}Accept: */*\r\n\r\n",
+                String::from_utf8_lossy(&d.payload)
+                    .replace('+', "-")
+                    .replace('/', "_")
+            )
+            .into_bytes(),
+            ..d.clone()
+        };
+        let source = |n: u8| {
+            let m = message(n, T, MessageType::Access, "0.0.0.0,tcp/22");
+            sealed(&m, &keys("enc", "mac"), n, "198.18.1.2:5000")
+        };
+        let with = |server: &str| {
+            let (mut d, _) = daemon(1000);
+            d.config.server = crate::config::server::parse(
+                server,
+                std::path::Path::new("/etc/postern/fwknopd.conf"),
+            )
+            .unwrap()
+            .0;
+            d
+        };
+        // Off (fwknopd's default): the request is junk.
+        let mut d = with("");
+        let req = http(&packet(1, T, 22), "");
+        assert!(matches!(
+            d.handle(&req, at(T)),
+            Outcome::Refused(Refusal::Policy(Reason::Junk(_)))
+        ));
+        // On: granted, and the digest is that of the SPA data (a replay of the bare packet).
+        let mut d = with("ENABLE_SPA_OVER_HTTP Y\n");
+        assert!(granted(&d.handle(&req, at(T))));
+        assert_eq!(d.handle(&packet(1, T, 22), at(T)), REPLAY);
+        let stranger = Datagram {
+            payload: String::from_utf8_lossy(&req.payload)
+                .replace("Fwknop/2.6.10", "curl/8.0")
+                .into_bytes(),
+            ..http(&packet(2, T, 22), "")
+        };
+        assert!(
+            !granted(&d.handle(&stranger, at(T))),
+            "no fwknop User-Agent"
+        );
+        // X-Forwarded-For, off: the packet's source.
+        let xff = "X-Forwarded-For: 198.18.77.7, 10.0.0.1\r\n";
+        let got = d.handle(&http(&source(3), xff), at(T));
+        assert!(
+            matches!(&got, Outcome::Granted(g) if g.iter().all(|x| x.contains("198.18.1.2"))),
+            "{got:?}"
+        );
+        // On: the header's first address, for a -s request only.
+        let mut d = with("ENABLE_SPA_OVER_HTTP Y\nENABLE_X_FORWARDED_FOR Y\n");
+        let got = d.handle(&http(&source(4), xff), at(T));
+        assert!(
+            matches!(&got, Outcome::Granted(g) if g.iter().all(|x| x.contains("198.18.77.7"))),
+            "{got:?}"
+        );
+        let got = d.handle(&http(&packet(5, T, 22), xff), at(T));
+        assert!(
+            matches!(&got, Outcome::Granted(g) if g.iter().all(|x| x.contains("198.18.1.2"))),
+            "{got:?}"
+        );
+    }
 
     #[test]
     fn clock_steps_keep_replay_and_age_checks_right() {
@@ -1722,6 +1821,7 @@ mod tests {
             hint: u32::MAX,
             src: genuine.src,
             dst: genuine.dst,
+            proto: 17,
             received: T,
             payload: String::from_utf8(genuine.payload.clone()).unwrap(),
             refused: true,

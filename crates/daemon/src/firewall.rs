@@ -16,7 +16,6 @@ use std::process::Command;
 
 use postern_fw::firewalld::FirewalldConfig;
 use postern_fw::nftables::{Family, NftConfig};
-use postern_fw::Protocol;
 
 use postern_fw::{Feature, Firewall, Support};
 
@@ -32,7 +31,11 @@ pub fn choose(s: &ServerConfig) -> (postern_fw::Config, String) {
             table,
             chain,
             default_drop,
-            open_port: (s.udp_server && default_drop).then_some((Protocol::Udp, s.spa_port)),
+            open_ports: if default_drop {
+                s.listening_ports()
+            } else {
+                Vec::new()
+            },
             nft: s.nft_exe.clone(),
             netlink: s.nft_netlink,
             nat: (s.nat_forwarding || s.nat_local) && own_table,

@@ -366,21 +366,25 @@ fn family_name(f: Family) -> &'static str {
     }
 }
 
-fn accepts_text(v6: bool, udp: Option<u16>) -> String {
+fn accepts_text(v6: bool, ports: &[(Protocol, u16)]) -> String {
     let mut parts = vec!["established/related", "loopback"];
     if v6 {
         parts.push("IPv6 neighbour discovery");
     }
     let mut s = parts.join(", ");
-    if let Some(p) = udp {
-        s.push_str(&format!(", udp/{p} (the SPA port: ENABLE_UDP_SERVER)"));
+    for (proto, p) in ports {
+        let what = match proto {
+            Protocol::Tcp => "the TCP server: ENABLE_TCP_SERVER",
+            _ => "the SPA port: ENABLE_UDP_SERVER",
+        };
+        s.push_str(&format!(", {}/{p} ({what})", proto.name()));
     }
     s
 }
 
 fn plan_nft(server: &ServerConfig, n: NftConfig, why: &str) -> Result<Planned, SetupError> {
     let fam = family_name(n.family);
-    let udp = server.udp_server.then_some(server.spa_port);
+    let ports = server.listening_ports();
     let v6 = n.family != Family::Ip;
     let fw_err = |e: postern_fw::Error| SetupError::Config(e.to_string());
     match n.chain.clone() {
@@ -388,7 +392,7 @@ fn plan_nft(server: &ServerConfig, n: NftConfig, why: &str) -> Result<Planned, S
             // posternd's own table: the base NFT_DEFAULT_DROP Y installs.
             let cfg = NftConfig {
                 default_drop: true,
-                open_port: udp.map(|p| (Protocol::Udp, p)),
+                open_ports: ports.clone(),
                 ..n.clone()
             };
             let nft = Nftables::new(cfg).map_err(fw_err)?;
@@ -425,7 +429,7 @@ fn plan_nft(server: &ServerConfig, n: NftConfig, why: &str) -> Result<Planned, S
             }
             Ok(Planned::Apply(Plan {
                 backend,
-                accepts: accepts_text(v6, udp),
+                accepts: accepts_text(v6, &ports),
                 step1: vec![Change::Nft {
                     nft: n.nft.clone(),
                     script: step1,
@@ -466,7 +470,7 @@ fn plan_nft(server: &ServerConfig, n: NftConfig, why: &str) -> Result<Planned, S
                     "the default-drop policy is already in place: {backend}; nothing to do"
                 )));
             }
-            let rules = nft_accepts(v6, udp);
+            let rules = nft_accepts(v6, &ports);
             let t = &n.table;
             let step1: String = rules
                 .iter()
@@ -480,7 +484,7 @@ fn plan_nft(server: &ServerConfig, n: NftConfig, why: &str) -> Result<Planned, S
             );
             Ok(Planned::Apply(Plan {
                 backend,
-                accepts: accepts_text(v6, udp),
+                accepts: accepts_text(v6, &ports),
                 step1: vec![Change::Nft {
                     nft: n.nft.clone(),
                     script: step1,
@@ -503,7 +507,7 @@ fn plan_nft(server: &ServerConfig, n: NftConfig, why: &str) -> Result<Planned, S
 }
 
 /// The accept rules (nft syntax) of the default-drop policy, in order.
-fn nft_accepts(v6: bool, udp: Option<u16>) -> Vec<String> {
+fn nft_accepts(v6: bool, ports: &[(Protocol, u16)]) -> Vec<String> {
     let mut r = vec![
         "ct state established,related accept".to_owned(),
         "iif lo accept".to_owned(),
@@ -511,14 +515,14 @@ fn nft_accepts(v6: bool, udp: Option<u16>) -> Vec<String> {
     if v6 {
         r.push("meta l4proto ipv6-icmp icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept".into());
     }
-    if let Some(p) = udp {
-        r.push(format!("udp dport {p} accept"));
+    for (proto, p) in ports {
+        r.push(format!("{} dport {p} accept", proto.name()));
     }
     r
 }
 
 /// The accept rules (iptables syntax) of the default-drop policy, in order.
-fn ipt_accepts(v6: bool, udp: Option<u16>) -> Vec<Vec<String>> {
+fn ipt_accepts(v6: bool, ports: &[(Protocol, u16)]) -> Vec<Vec<String>> {
     let mut r: Vec<String> = vec![
         "-m conntrack --ctstate RELATED,ESTABLISHED".into(),
         "-i lo".into(),
@@ -528,8 +532,9 @@ fn ipt_accepts(v6: bool, udp: Option<u16>) -> Vec<Vec<String>> {
             r.push(format!("-p ipv6-icmp -m icmp6 --icmpv6-type {t}"));
         }
     }
-    if let Some(p) = udp {
-        r.push(format!("-p udp -m udp --dport {p}"));
+    for (proto, p) in ports {
+        let n = proto.name();
+        r.push(format!("-p {n} -m {n} --dport {p}"));
     }
     r.into_iter()
         .map(|m| {
@@ -559,7 +564,7 @@ fn plan_ipt(server: &ServerConfig, i: &IptConfig, why: &str) -> Result<Planned, 
             i.input.to_chain, i.input.table, i.input.from_chain
         )));
     }
-    let udp = server.udp_server.then_some(server.spa_port);
+    let ports = server.listening_ports();
     let mut families = Vec::new();
     let (mut step1, mut step2, mut saved) = (Vec::new(), Vec::new(), Vec::new());
     let mut v6_any = false;
@@ -586,7 +591,7 @@ fn plan_ipt(server: &ServerConfig, i: &IptConfig, why: &str) -> Result<Planned, 
             )));
         }
         let mut input = String::from("*filter\n");
-        for r in ipt_accepts(v6, udp).iter().rev() {
+        for r in ipt_accepts(v6, &ports).iter().rev() {
             let mut check = vec!["-w", "-t", "filter", "-C", "INPUT"];
             check.extend(r.iter().map(String::as_str));
             if tool(prog, &check, None).is_ok() {
@@ -627,7 +632,7 @@ fn plan_ipt(server: &ServerConfig, i: &IptConfig, why: &str) -> Result<Planned, 
         backend,
         accepts: format!(
             "{} in {}",
-            accepts_text(v6_any, udp),
+            accepts_text(v6_any, &ports),
             families.join(" and ")
         ),
         step1,
@@ -1872,15 +1877,16 @@ mod tests {
 
     #[test]
     fn accept_rules_come_in_the_guide_order() {
-        let v4 = ipt_accepts(false, Some(62201));
-        assert_eq!(v4.len(), 3);
+        let v4 = ipt_accepts(false, &[(Protocol::Udp, 62201), (Protocol::Tcp, 62201)]);
+        assert_eq!(v4.len(), 4);
+        assert!(v4[3].join(" ").starts_with("-p tcp -m tcp --dport 62201 "));
         assert_eq!(
             v4[0].join(" "),
             "-m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment postern-setup -j ACCEPT"
         );
         assert!(v4[2].join(" ").starts_with("-p udp -m udp --dport 62201 "));
-        assert_eq!(ipt_accepts(true, None).len(), 6);
-        assert!(nft_accepts(true, None)[2].contains("nd-neighbor-solicit"));
+        assert_eq!(ipt_accepts(true, &[]).len(), 6);
+        assert!(nft_accepts(true, &[])[2].contains("nd-neighbor-solicit"));
     }
 
     #[test]

@@ -68,8 +68,9 @@ pub struct NftConfig {
     pub chain: Option<String>,
     /// Own table only: install a default-drop input policy.
     pub default_drop: bool,
-    /// Own table with default drop: also accept this port (UDP-socket intake).
-    pub open_port: Option<(Protocol, u16)>,
+    /// Own table with default drop: also accept these ports (the UDP-socket intake, the
+    /// TCP server).
+    pub open_ports: Vec<(Protocol, u16)>,
     /// The nft binary.
     pub nft: PathBuf,
     /// Apply grants over netlink (default) rather than by running nft.
@@ -89,7 +90,7 @@ impl Default for NftConfig {
             table: "postern".into(),
             chain: None,
             default_drop: false,
-            open_port: None,
+            open_ports: Vec::new(),
             nft: PathBuf::from("nft"),
             netlink: true,
             nat: false,
@@ -282,7 +283,7 @@ impl Nftables {
                             "add rule {f} {t} {c} meta l4proto ipv6-icmp icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert }} accept"
                         ));
                     }
-                    if let Some((proto, port)) = self.cfg.open_port {
+                    for (proto, port) in &self.cfg.open_ports {
                         s.push(format!(
                             "add rule {f} {t} {c} {} dport {port} accept",
                             proto.name()
@@ -889,7 +890,7 @@ mod tests {
     fn own_table_with_default_drop() {
         let n = Nftables::new(NftConfig {
             default_drop: true,
-            open_port: Some((Protocol::Udp, 62201)),
+            open_ports: vec![(Protocol::Udp, 62201)],
             ..NftConfig::default()
         })
         .unwrap();

@@ -168,6 +168,9 @@ pub struct Stanza {
     pub cmd_exec_user: Option<String>,
     /// CMD_EXEC_GROUP.
     pub cmd_exec_group: Option<String>,
+    /// ENABLE_CMD_SUDO_EXEC: command messages run as `SUDO_EXE` followed by these
+    /// arguments and the command (see [`Stanza::sudo_args`]); `None` when off.
+    pub cmd_sudo: Option<Vec<String>>,
     /// CMD_CYCLE_*.
     pub cmd_cycle: Option<CmdCycle>,
     /// REQUIRE_USERNAME.
@@ -299,6 +302,13 @@ impl Stanza {
         if let Some(g) = &self.cmd_exec_group {
             s.push_str(&format!("{:<28}{g}\n", "CMD_EXEC_GROUP"));
         }
+        if let Some(a) = &self.cmd_sudo {
+            let args: String = a.iter().map(|x| format!("{x} ")).collect();
+            s.push_str(&format!(
+                "{:<28}Y (SUDO_EXE {args}COMMAND)\n",
+                "ENABLE_CMD_SUDO_EXEC"
+            ));
+        }
         if let Some(c) = &self.cmd_cycle {
             s.push_str(&format!("{:<28}{}\n", "CMD_CYCLE_OPEN", c.open));
             s.push_str(&format!(
@@ -344,6 +354,9 @@ struct Draft {
     fleet_grants: bool,
     cmd_exec_user: Option<String>,
     cmd_exec_group: Option<String>,
+    cmd_sudo: bool,
+    cmd_sudo_user: Option<String>,
+    cmd_sudo_group: Option<String>,
     cycle_open: Option<(String, Line)>,
     cycle_close: Option<(String, Line)>,
     cycle_timer: Option<u64>,
@@ -520,6 +533,13 @@ impl Draft {
             fleet_grants: self.fleet_grants,
             force_nat: self.force_nat,
             nat: self.nat,
+            cmd_sudo: self.cmd_sudo.then(|| {
+                sudo_args(
+                    self.cmd_sudo_user.as_deref(),
+                    self.cmd_sudo_group.as_deref(),
+                    self.cmd_exec_group.is_some(),
+                )
+            }),
             cmd_exec_user: self.cmd_exec_user,
             cmd_exec_group: self.cmd_exec_group,
             cmd_cycle,
@@ -773,6 +793,21 @@ fn exec_group(file: &Path, l: &Line, notes: &mut Vec<Note>) -> Result<String, Co
     Ok(l.value.clone())
 }
 
+/// The arguments between `SUDO_EXE` and a command, as fwknopd 2.6.10 writes them:
+/// `-u USER` when CMD_SUDO_EXEC_USER is set and not root; `-g GROUP` when
+/// CMD_SUDO_EXEC_GROUP is set and not root *and CMD_EXEC_GROUP is set* (fwknopd passes
+/// the sudo group only then; a configuration that relied on that keeps working).
+pub fn sudo_args(user: Option<&str>, group: Option<&str>, exec_group: bool) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Some(u) = user.filter(|u| *u != "root") {
+        v.extend(["-u".to_owned(), u.to_owned()]);
+    }
+    if let Some(g) = group.filter(|g| *g != "root" && exec_group) {
+        v.extend(["-g".to_owned(), g.to_owned()]);
+    }
+    v
+}
+
 /// Apply one directive line to the current draft.
 fn apply(d: &mut Draft, file: &Path, l: &Line) -> Result<(), ConfigError> {
     match l.name.as_str() {
@@ -837,20 +872,9 @@ fn apply(d: &mut Draft, file: &Path, l: &Line) -> Result<(), ConfigError> {
             d.access_expire = Some(at);
             d.notes.extend(expiry_note(file, l, at));
         }
-        "ENABLE_CMD_SUDO_EXEC" => {
-            if boolean(file, l)? {
-                return Err(err(
-                    file,
-                    l,
-                    "sudo execution is not implemented in posternd yet (use CMD_EXEC_USER)",
-                ));
-            }
-        }
-        "CMD_SUDO_EXEC_USER" | "CMD_SUDO_EXEC_GROUP" => return Err(err(
-            file,
-            l,
-            "sudo execution is not implemented in posternd yet (use CMD_EXEC_USER/CMD_EXEC_GROUP)",
-        )),
+        "ENABLE_CMD_SUDO_EXEC" => d.cmd_sudo = boolean(file, l)?,
+        "CMD_SUDO_EXEC_USER" => d.cmd_sudo_user = Some(exec_user(file, l)?),
+        "CMD_SUDO_EXEC_GROUP" => d.cmd_sudo_group = Some(exec_group(file, l, &mut d.notes)?),
         "FORCE_NAT" => {
             let w: Vec<&str> = l.value.split_whitespace().collect();
             let parsed = match w.as_slice() {

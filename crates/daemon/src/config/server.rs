@@ -23,6 +23,17 @@ pub struct ServerConfig {
     pub pcap_filter: Option<postern_capture::filter::Filter>,
     /// Use a UDP socket instead of AF_PACKET.
     pub udp_server: bool,
+    /// `ENABLE_TCP_SERVER` with `TCPSERV_PORT`: the port of the TCP listener that only
+    /// accepts (and closes) connections, so that `fwknop -P tcp` can send its packet;
+    /// the SPA data itself is still captured.
+    pub tcp_server: Option<u16>,
+    /// `ENABLE_SPA_OVER_HTTP`: also take SPA data carried in an HTTP GET request.
+    pub spa_over_http: bool,
+    /// `ENABLE_X_FORWARDED_FOR`: with HTTP, the source of a `-s` (0.0.0.0) request is its
+    /// `X-Forwarded-For` address.
+    pub x_forwarded_for: bool,
+    /// `SUDO_EXE`: sudo, for stanzas with `ENABLE_CMD_SUDO_EXEC`.
+    pub sudo_exe: PathBuf,
     /// Read packets from this capture file instead.
     pub pcap_file: Option<PathBuf>,
     /// `ENABLE_SPA_PACKET_AGING` if set (default: on, off with a pcap file).
@@ -246,6 +257,8 @@ pub struct Draft {
     /// Path directives as written (they may name each other).
     paths: HashMap<&'static str, String>,
     udpserv_port: Option<u16>,
+    tcp_server: bool,
+    tcpserv_port: Option<u16>,
     notes: Vec<Note>,
 }
 
@@ -308,7 +321,7 @@ pub static DIRECTIVES: &[Directive] = &[
         }
         Ok(())
     }).show(|c| c.interfaces.join(",")),
-    set("PCAP_FILTER", "udp port 62201", "which packets are SPA candidates (`-P` overrides), compiled into posternd's own kernel BPF filter: the pcap-filter forms fwknopd users write — `udp`, `[src|dst] port N`, `[src|dst] portrange A-B`, `[src|dst] host ADDR`, `[src|dst] net CIDR`, `ip`, `ip6`, with `and`, `or`, `not` and parentheses, as libpcap reads them; anything else is refused. With the UDP-socket intake it has no effect (UDPSERV_PORT)", |d, l| {
+    set("PCAP_FILTER", "udp port 62201", "which packets are SPA candidates (`-P` overrides), compiled into posternd's own kernel BPF filter: the pcap-filter forms fwknopd users write — `udp`, `tcp`, `icmp`, `icmp6`, `[udp|tcp] [src|dst] port N`, `[udp|tcp] [src|dst] portrange A-B`, `[src|dst] host ADDR`, `[src|dst] net CIDR`, `ip`, `ip6`, with `and`, `or`, `not` and parentheses, as libpcap reads them; anything else is refused. SPA data is taken from the UDP datagrams, TCP segments and ICMP messages it admits. With the UDP-socket intake it has no effect (UDPSERV_PORT)", |d, l| {
         let f = postern_capture::filter::compile(&l.value).map_err(|e| e.to_string())?;
         if let Some(port) = f.single_udp_port() {
             d.c.spa_port = port;
@@ -347,10 +360,22 @@ pub static DIRECTIVES: &[Directive] = &[
     no_effect("EXIT_AT_INTF_DOWN", "posternd keeps running and logs capture errors"),
     refused_when_on("ENABLE_PCAP_PROMISC", "promiscuous capture is not supported (and not needed for SPA to this host)"),
     refused_when_on("ENABLE_PCAP_ANY_DIRECTION", "posternd only processes packets sent to this host"),
-    refused_when_on("ENABLE_SPA_OVER_HTTP", "SPA over HTTP is not implemented in posternd yet"),
-    refused_when_on("ENABLE_X_FORWARDED_FOR", "SPA over HTTP is not implemented in posternd yet"),
-    refused_when_on("ENABLE_TCP_SERVER", "the TCP server is not implemented in posternd yet"),
-    no_effect("TCPSERV_PORT", "the TCP server is not implemented"),
+    set("ENABLE_SPA_OVER_HTTP", "N", "also take SPA data sent in an HTTP request (`fwknop -P http`, or through a proxy with `-H`): `GET /DATA` or `GET http://HOST/DATA` with a `User-Agent: Fwknop` header, as fwknopd 2.6 takes it. The filter must admit the web server's TCP port (`PCAP_FILTER udp port 62201 or tcp port 80`); a web server (or proxy) must accept the connection", |d, l| {
+        d.c.spa_over_http = yes(l)?;
+        Ok(())
+    }).show(|c| yn(c.spa_over_http)),
+    set("ENABLE_X_FORWARDED_FOR", "N", "with ENABLE_SPA_OVER_HTTP: a request whose SPA packet asks for its source (`fwknop -s`, 0.0.0.0) is granted to the first address of its `X-Forwarded-For` header instead (for clients behind an HTTP proxy); anyone who can send HTTP can write that header: turn it on only behind a proxy you trust", |d, l| {
+        d.c.x_forwarded_for = yes(l)?;
+        Ok(())
+    }).show(|c| yn(c.x_forwarded_for)),
+    set("ENABLE_TCP_SERVER", "N", "listen on TCPSERV_PORT and accept (then close at once, never reading or writing) TCP connections, so that `fwknop -P tcp` can complete its handshake and send; the SPA data is still captured (the default filter then also admits `tcp dst port TCPSERV_PORT`), and a default-drop base posternd installs accepts that port. The port answers scans: use it only where UDP cannot pass", |d, l| {
+        d.tcp_server = yes(l)?;
+        Ok(())
+    }).show(|c| yn(c.tcp_server.is_some())),
+    set("TCPSERV_PORT", "62201", "the TCP server's port (with ENABLE_TCP_SERVER)", |d, l| {
+        d.tcpserv_port = Some(num(l, 1, 65535)? as u16);
+        Ok(())
+    }).show(|c| c.tcp_server.map(|p| p.to_string()).unwrap_or_default()),
     refused_when_on("ENABLE_NFQ_CAPTURE", NO_NFQ),
     no_effect("NFQ_*", NO_NFQ),
     // Packets.
@@ -548,7 +573,10 @@ pub static DIRECTIVES: &[Directive] = &[
     no_effect("EXTERNAL_CMD_*", "fwknopd 2.6 does not implement external commands either"),
     no_effect("ENABLE_EXT_CMD_PREFIX", "fwknopd 2.6 does not implement external commands either"),
     no_effect("EXT_CMD_PREFIX", "fwknopd 2.6 does not implement external commands either"),
-    no_effect("SUDO_EXE", "sudo execution is not implemented"),
+    set("SUDO_EXE", "/usr/bin/sudo", "sudo, which runs the commands of stanzas with ENABLE_CMD_SUDO_EXEC (`sudo -u CMD_SUDO_EXEC_USER -g CMD_SUDO_EXEC_GROUP COMMAND`)", |d, l| {
+        d.c.sudo_exe = PathBuf::from(&l.value);
+        Ok(())
+    }).show(|c| c.sudo_exe.display().to_string()),
     no_effect("GPG_HOME_DIR", "GnuPG is not implemented"),
     no_effect("GPG_EXE", "GnuPG is not implemented"),
     // The process.
@@ -747,6 +775,8 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
         fleet: FleetDraft::default(),
         paths: HashMap::new(),
         udpserv_port: None,
+        tcp_server: false,
+        tcpserv_port: None,
         notes: Vec::new(),
     };
     let mut errors = Vec::new();
@@ -788,8 +818,11 @@ pub fn parse(text: &str, file: &Path) -> Result<(ServerConfig, Vec<Note>), Confi
         fleet,
         paths,
         udpserv_port,
+        tcp_server,
+        tcpserv_port,
         notes,
     } = d;
+    c.tcp_server = tcp_server.then(|| tcpserv_port.unwrap_or(postern_proto::wire::DEFAULT_PORT));
     if c.nft_chain.is_some() && c.nft_default_drop {
         errors.push(ConfigError {
             file: file.to_owned(),
@@ -971,6 +1004,19 @@ impl ServerConfig {
         s
     }
 
+    /// The ports posternd itself listens on, which a default-drop base it installs must
+    /// accept: the UDP-socket intake's SPA port, the TCP server's port.
+    pub fn listening_ports(&self) -> Vec<(postern_fw::Protocol, u16)> {
+        let mut v = Vec::new();
+        if self.udp_server {
+            v.push((postern_fw::Protocol::Udp, self.spa_port));
+        }
+        if let Some(t) = self.tcp_server {
+            v.push((postern_fw::Protocol::Tcp, t));
+        }
+        v
+    }
+
     /// The defaults, before `file` is read.
     fn defaults(file: &Path) -> ServerConfig {
         ServerConfig {
@@ -979,6 +1025,10 @@ impl ServerConfig {
             spa_port: postern_proto::wire::DEFAULT_PORT,
             pcap_filter: None,
             udp_server: false,
+            tcp_server: None,
+            spa_over_http: false,
+            x_forwarded_for: false,
+            sudo_exe: PathBuf::from("/usr/bin/sudo"),
             pcap_file: None,
             packet_aging: None,
             max_packet_age: 120,
@@ -1050,12 +1100,19 @@ mod tests {
             p("MAX_SPA_PACKET_AGE 0\n").unwrap_err().to_string(),
             "/etc/postern/fwknopd.conf:1: MAX_SPA_PACKET_AGE: '0' is not a number from 1 to 100000"
         );
-        assert!(p("ENABLE_SPA_OVER_HTTP Y\n")
+        assert!(p("ENABLE_PCAP_PROMISC Y\n")
             .unwrap_err()
             .to_string()
-            .contains("ENABLE_SPA_OVER_HTTP: SPA over HTTP"));
-        assert!(p("ENABLE_SPA_OVER_HTTP N\n").is_ok());
-        assert!(p("PCAP_FILTER tcp port 1\n").is_err());
+            .contains("ENABLE_PCAP_PROMISC: promiscuous capture"));
+        assert!(p("ENABLE_PCAP_PROMISC N\n").is_ok());
+        assert!(p("PCAP_FILTER sctp port 1\n").is_err());
+        assert!(p("TCPSERV_PORT 0\n").is_err());
+        let (c, _) = p("ENABLE_TCP_SERVER Y\n").unwrap();
+        assert_eq!(c.tcp_server, Some(62201));
+        let (c, _) = p("TCPSERV_PORT 443\nENABLE_TCP_SERVER Y\n").unwrap();
+        assert_eq!(c.tcp_server, Some(443));
+        let (c, _) = p("TCPSERV_PORT 443\n").unwrap();
+        assert_eq!(c.tcp_server, None);
         assert!(p("NFT_TABLE inet a b c\n").is_err());
         assert!(p("NFT_TABLE inet a$b\n").is_err());
         assert!(p("DIGEST_FILE $NOPE/x\n").is_err());
@@ -1090,7 +1147,7 @@ mod tests {
 
     #[test]
     fn every_error_in_one_run_with_did_you_mean() {
-        let e = p("PCAP_INTFF eth0\nMAX_SPA_PACKET_AGE x\nFWKNOP_RUN_DIR run\nOK_NOT_A_THING 1\nENABLE_TCP_SERVER Y\n")
+        let e = p("PCAP_INTFF eth0\nMAX_SPA_PACKET_AGE x\nFWKNOP_RUN_DIR run\nOK_NOT_A_THING 1\nENABLE_PCAP_PROMISC Y\n")
             .unwrap_err();
         let lines: Vec<String> = e.0.iter().map(ToString::to_string).collect();
         assert_eq!(lines.len(), 5, "{lines:#?}");
@@ -1104,7 +1161,7 @@ mod tests {
             lines[3],
             "/etc/postern/fwknopd.conf:4: OK_NOT_A_THING: unknown directive"
         );
-        assert!(lines[4].contains(":5: ENABLE_TCP_SERVER:"));
+        assert!(lines[4].contains(":5: ENABLE_PCAP_PROMISC:"));
         assert_eq!(
             did_you_mean("ENABLE_DIGEST_PERSISTANCE"),
             Some("ENABLE_DIGEST_PERSISTENCE")

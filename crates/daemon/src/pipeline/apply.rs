@@ -39,6 +39,8 @@ pub struct Identity {
     pub ids: Option<(u32, u32)>,
     /// For the log: `root`, or the user (and group) names.
     pub name: String,
+    /// ENABLE_CMD_SUDO_EXEC: the argv the command follows (`SUDO_EXE -u USER ...`).
+    pub prefix: Vec<String>,
 }
 
 impl Identity {
@@ -56,7 +58,21 @@ impl Identity {
             ids = Some((uid, gid));
             name = format!("{name}:{g}");
         }
-        Ok(Identity { ids, name })
+        Ok(Identity {
+            ids,
+            name,
+            prefix: Vec::new(),
+        })
+    }
+
+    /// Run through sudo (`sudo_exe`, then `args`, then the command), still as this
+    /// identity, as fwknopd does with ENABLE_CMD_SUDO_EXEC.
+    pub fn through_sudo(mut self, sudo_exe: &std::path::Path, args: &[String]) -> Identity {
+        self.prefix = std::iter::once(sudo_exe.display().to_string())
+            .chain(args.iter().cloned())
+            .collect();
+        self.name = format!("{} through {}", self.name, self.prefix.join(" "));
+        self
     }
 }
 
@@ -90,7 +106,12 @@ impl std::fmt::Display for CommandResult {
 /// directories), as `who`, in a process group of its own that is killed whole after
 /// `timeout`.
 pub fn run_command(text: &str, who: &Identity, timeout: Duration) -> CommandResult {
-    let argv: Vec<&str> = text.split_whitespace().collect();
+    let argv: Vec<&str> = who
+        .prefix
+        .iter()
+        .map(String::as_str)
+        .chain(text.split_whitespace())
+        .collect();
     let Some((prog, args)) = argv.split_first() else {
         return CommandResult::Failed("empty command".into());
     };
@@ -141,6 +162,44 @@ pub fn run_command(text: &str, who: &Identity, timeout: Duration) -> CommandResu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ENABLE_CMD_SUDO_EXEC: SUDO_EXE, its arguments, then the command's words.
+    #[test]
+    fn through_sudo_prefixes_the_argv() {
+        let dir = std::env::temp_dir().join(format!("postern-sudo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sudo = dir.join("sudo");
+        let log = dir.join("argv");
+        std::fs::write(
+            &sudo,
+            format!(
+                "#!/bin/sh\nfor a in \"$@\"; do echo \"$a\"; done > {}\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&sudo, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let args = crate::config::access::sudo_args(Some("nobody"), Some("daemon"), true);
+        let who = Identity::resolve(None, None)
+            .unwrap()
+            .through_sudo(&sudo, &args);
+        assert!(who.name.contains("through"), "{}", who.name);
+        assert_eq!(
+            run_command("/bin/echo a;  'b c'", &who, Duration::from_secs(5)),
+            CommandResult::Exited(0)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "-u\nnobody\n-g\ndaemon\n/bin/echo\na;\n'b\nc'\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        // As fwknopd 2.6.10: root is never passed, and the group only with CMD_EXEC_GROUP.
+        let a = crate::config::access::sudo_args;
+        assert!(a(Some("root"), Some("root"), true).is_empty());
+        assert_eq!(a(None, Some("daemon"), false), Vec::<String>::new());
+        assert_eq!(a(None, Some("daemon"), true), ["-g", "daemon"]);
+    }
 
     #[test]
     fn commands_are_argv_not_shell() {

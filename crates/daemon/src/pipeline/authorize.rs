@@ -33,6 +33,9 @@ pub struct Clock {
     /// how forwarded NAT connections leave; `None` when off. A stanza's `FORCE_SNAT` /
     /// `FORCE_MASQUERADE` override it.
     pub snat: Option<postern_fw::Snat>,
+    /// With `ENABLE_X_FORWARDED_FOR`, the `X-Forwarded-For` address of an HTTP request:
+    /// what a `-s` (0.0.0.0) request is granted to instead of the packet's source.
+    pub forwarded_for: Option<IpAddr>,
 }
 
 /// Why a packet opened nothing.
@@ -288,7 +291,7 @@ fn check_stanza(
         if s.require_source_address {
             return Err(fail(Reason::SourceAddressRequired));
         }
-        src
+        clock.forwarded_for.unwrap_or(src)
     } else {
         allow
     };
@@ -518,6 +521,7 @@ mod tests {
             nat_forwarding: true,
             nat_local: true,
             snat,
+            forwarded_for: None,
         };
         let (to, src): (IpAddr, IpAddr) =
             ("198.18.2.2".parse().unwrap(), "198.18.1.2".parse().unwrap());

@@ -6,6 +6,7 @@
 //! ```text
 //!  PacketSocket (per interface) ─┐
 //!  UdpIntake ────────────────────┴─► reader thread ─► sink(Datagram)
+//!  TcpServer (ENABLE_TCP_SERVER) ──► accept thread: accept, close (no byte read)
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use postern_capture::afpacket::PacketSocket;
 use postern_capture::filter::Filter;
+use postern_capture::tcp::TcpServer;
 use postern_capture::udp::UdpIntake;
 use postern_capture::Datagram;
 
@@ -71,22 +73,31 @@ pub struct Intake {
     /// What is read, for the log and status.
     pub desc: String,
     sources: Vec<Arc<dyn Source>>,
+    tcp: Option<TcpServer>,
 }
 
-/// The capture filter: `-P`/`--pcap-filter` if given, else `udp port <spa_port>`
-/// (what AF_PACKET attaches in the kernel and what a pcap file is read through).
+/// The capture filter: `-P`/`--pcap-filter` if given, else `udp port <spa_port>`, with
+/// `or tcp dst port <TCPSERV_PORT>` when the TCP server is on (what AF_PACKET attaches
+/// in the kernel and what a pcap file is read through).
 pub fn filter(config: &Config) -> Filter {
-    config
-        .server
-        .pcap_filter
-        .clone()
-        .unwrap_or_else(|| Filter::udp_port(config.server.spa_port))
+    let s = &config.server;
+    if let Some(f) = &s.pcap_filter {
+        return f.clone();
+    }
+    match s.tcp_server {
+        Some(t) => postern_capture::filter::compile(&format!(
+            "udp port {} or tcp dst port {t}",
+            s.spa_port.max(1)
+        ))
+        .unwrap_or_else(|_| Filter::udp_port(s.spa_port)),
+        None => Filter::udp_port(s.spa_port),
+    }
 }
 
 /// What the configuration's intake is, in words (computed the same way by both parts).
 pub fn describe(config: &Config) -> String {
     let port = config.server.spa_port;
-    if config.server.udp_server {
+    let mut d = if config.server.udp_server {
         format!("UDP socket on port {port}")
     } else {
         format!(
@@ -94,7 +105,11 @@ pub fn describe(config: &Config) -> String {
             config.server.interfaces.join(","),
             filter(config)
         )
+    };
+    if let Some(t) = config.server.tcp_server {
+        d.push_str(&format!(", TCP server on port {t}"));
     }
+    d
 }
 
 /// Open the capture sockets the configuration asks for.
@@ -130,9 +145,16 @@ pub fn open(config: &Config) -> std::io::Result<Intake> {
             sources.push(Arc::new(s));
         }
     }
+    let tcp = match config.server.tcp_server {
+        Some(t) => Some(TcpServer::bind(t).map_err(context(format!(
+            "cannot listen on TCP port {t} (ENABLE_TCP_SERVER)"
+        )))?),
+        None => None,
+    };
     Ok(Intake {
         desc: describe(config),
         sources,
+        tcp,
     })
 }
 
@@ -154,6 +176,15 @@ impl Reading {
 
 /// Start one reader thread per source handing datagrams to `sink`.
 pub fn start(intake: Intake, sink: &Sink) -> Reading {
+    if let Some(server) = intake.tcp {
+        std::thread::spawn(move || loop {
+            if let Err(e) = server.accept_and_close() {
+                // Out of descriptors or memory, or the peer left before the accept.
+                log::warn(&format!("TCP server on port {}: {e}", server.port()));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+    }
     for s in &intake.sources {
         let (s, sink) = (s.clone(), sink.clone());
         std::thread::spawn(move || {

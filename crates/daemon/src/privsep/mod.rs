@@ -91,9 +91,11 @@ pub fn deny_filesystem() -> (Sandbox, Option<String>) {
 }
 
 /// The system calls the worker makes once its sockets are open and its threads run:
-/// receiving, writing lines, waiting, allocating, and exiting. Everything else (open,
-/// socket, connect, execve, ptrace, kill, ...) kills the worker.
+/// receiving, accepting (and closing) the TCP server's connections, writing lines,
+/// waiting, allocating, and exiting. Everything else (open, socket, connect, execve,
+/// ptrace, kill, ...) kills the worker.
 const WORKER_SYSCALLS: &[i64] = &[
+    libc::SYS_accept4,
     libc::SYS_read,
     libc::SYS_write,
     libc::SYS_writev,

@@ -24,11 +24,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::daemon::Counters;
 
-/// The longest line accepted from the worker (an SPA payload is at most 1,500 bytes).
-pub const MAX_LINE: usize = 4096;
+/// The largest payload a candidate may carry: an HTTP request with an SPA packet of
+/// fwknop's maximum size (the worker forwards nothing longer).
+pub const MAX_PAYLOAD: usize = crate::pipeline::decode::MAX_HTTP_REQUEST;
 
-/// The largest payload a candidate may carry (fwknop's maximum SPA packet).
-pub const MAX_PAYLOAD: usize = postern_proto::wire::MAX_PACKET_LEN;
+/// The longest line accepted from the worker: a candidate whose payload is
+/// [`MAX_PAYLOAD`] bytes that JSON escapes one by one (`\u0001`, six bytes each), with
+/// room for the other fields.
+pub const MAX_LINE: usize = 6 * MAX_PAYLOAD + 1024;
 
 /// Whether a sandbox layer is in force in the worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +66,9 @@ pub struct Candidate {
     pub src: SocketAddr,
     /// Destination address and port (unspecified on the UDP-socket intake).
     pub dst: SocketAddr,
+    /// The IP protocol it came over (17 UDP, 6 TCP, 1 ICMP, 58 ICMPv6).
+    #[serde(default = "udp")]
+    pub proto: u8,
     /// Wall-clock second the worker received it (informational: the privileged part
     /// uses its own clock).
     pub received: u64,
@@ -81,6 +87,20 @@ pub struct Candidate {
     pub suppressed: u64,
 }
 
+/// A payload as the protocol carries it: byte for byte, every non-ASCII byte as `?`
+/// (a genuine SPA packet, and the HTTP request around one, is ASCII; the length, which
+/// [`MAX_PAYLOAD`] bounds, stays that of the bytes received).
+pub fn ascii(payload: &[u8]) -> String {
+    payload
+        .iter()
+        .map(|&b| if b.is_ascii() { char::from(b) } else { '?' })
+        .collect()
+}
+
+fn udp() -> u8 {
+    postern_capture::frame::UDP
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -91,6 +111,7 @@ impl Candidate {
         postern_capture::Datagram {
             src: self.src,
             dst: self.dst,
+            proto: self.proto,
             payload: self.payload.as_bytes().to_vec(),
         }
     }
@@ -294,6 +315,7 @@ mod tests {
                 hint: 2,
                 src: "198.18.1.2:4000".parse().unwrap(),
                 dst: "[2001:db8::1]:62201".parse().unwrap(),
+                proto: 6,
                 received: 7,
                 payload: "abc".into(),
                 refused: false,
@@ -334,6 +356,27 @@ mod tests {
             decode(big.as_bytes()),
             Err(Violation::PayloadTooLong)
         ));
+    }
+
+    /// The worst payload the worker may forward (every byte escaped by JSON, or not
+    /// ASCII) makes a line the privileged part takes.
+    #[test]
+    fn the_largest_candidate_fits_a_line() {
+        for byte in [1u8, 0xff, b'"', b'A'] {
+            let c = Candidate {
+                hint: u32::MAX,
+                src: "[2001:db8::1:2:3:4]:65535".parse().unwrap(),
+                dst: "[2001:db8::1:2:3:5]:65535".parse().unwrap(),
+                proto: 58,
+                received: u64::MAX,
+                payload: ascii(&vec![byte; MAX_PAYLOAD]),
+                refused: true,
+                suppressed: u64::MAX,
+            };
+            let line = encode(&FromWorker::Candidate(c.clone()));
+            let m = decode(line.trim_end().as_bytes()).unwrap();
+            assert_eq!(m, FromWorker::Candidate(c), "byte {byte:#x}");
+        }
     }
 
     #[test]

@@ -52,8 +52,9 @@ impl State {
             hint,
             src: d.src,
             dst: d.dst,
+            proto: d.proto,
             received: now.wall,
-            payload: String::from_utf8_lossy(&d.payload).into_owned(),
+            payload: protocol::ascii(&d.payload),
             refused,
             suppressed,
         };
@@ -72,7 +73,12 @@ impl State {
                 // Refused here: forwarded, at most once per address every 10 s, so that
                 // the privileged part can log it with the address (and alert on a
                 // replay) after deciding again itself.
+                // Nothing longer than the protocol carries: such a payload is junk
+                // whatever it holds, and counted in the worker's stats.
                 let src = crate::pipeline::apply::unmap(d.src.ip());
+                if d.payload.len() > protocol::MAX_PAYLOAD {
+                    return;
+                }
                 if let Some(Say::Source { suppressed }) =
                     self.forwarded.refused(src, std::time::Instant::now())
                 {

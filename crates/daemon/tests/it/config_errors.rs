@@ -28,10 +28,10 @@ fn config_errors_change_nothing() {
             format!("{conf}:2: BOGUS_DIRECTIVE: unknown directive"),
         ),
         (
-            "ENABLE_SPA_OVER_HTTP Y\n",
+            "ENABLE_PCAP_PROMISC Y\n",
             good_access,
             vec![],
-            format!("{conf}:1: ENABLE_SPA_OVER_HTTP: SPA over HTTP is not implemented"),
+            format!("{conf}:1: ENABLE_PCAP_PROMISC: promiscuous capture is not supported"),
         ),
         (
             "MAX_SPA_PACKET_AGE abc\n",
@@ -211,7 +211,7 @@ fn check_config_reports_every_error_at_once_and_what_the_host_would_override() {
     let conf = lab.path("fwknopd.conf").display().to_string();
     let access = lab.path("access.conf").display().to_string();
     lab.configure(
-        "PCAP_INTFF eth0\nMAX_SPA_PACKET_AGE soon\nFWKNOP_RUN_DIR relative/run\nENABLE_TCP_SERVER Y\n",
+        "PCAP_INTFF eth0\nMAX_SPA_PACKET_AGE soon\nFWKNOP_RUN_DIR relative/run\nENABLE_PCAP_PROMISC Y\n",
         "SOURCE ANY\nKEY k\nOPEN_PORTS tcp/22, icmp/1\n",
     );
     let out = lab.run_posternd(&["--check-config"]);
@@ -221,7 +221,7 @@ fn check_config_reports_every_error_at_once_and_what_the_host_would_override() {
         format!("configuration error: {conf}:1: PCAP_INTFF: unknown directive (did you mean PCAP_INTF?)"),
         format!("configuration error: {conf}:2: MAX_SPA_PACKET_AGE: 'soon' is not a number"),
         format!("configuration error: {conf}:3: FWKNOP_RUN_DIR: 'relative/run' is not an absolute path"),
-        format!("configuration error: {conf}:4: ENABLE_TCP_SERVER:"),
+        format!("configuration error: {conf}:4: ENABLE_PCAP_PROMISC:"),
         format!("configuration error: {access}:3: OPEN_PORTS:"),
     ] {
         assert!(t.contains(&want), "'{want}' not in:\n{t}");

@@ -45,6 +45,8 @@ enum Outcome {
     Exits,
     /// Run rows: at start, the replay store became `<file>-old`.
     Rotates,
+    /// Run rows: after the knocks, `$DIR/ran` (written by a row's fake sudo) holds this.
+    Ran(&'static str),
 }
 
 /// A knock from the client namespace.
@@ -52,6 +54,10 @@ enum Outcome {
 enum Knock {
     /// The real fwknop client: `-A tcp/22 -a C1 -D SRV` with the row keys, plus these.
     Fwknop(&'static [&'static str]),
+    /// postern, with the same arguments as [`Knock::Fwknop`].
+    Postern(&'static [&'static str]),
+    /// The real fwknop client sending this command (`-C CMD -a C1`) with the row keys.
+    Command(&'static str),
     /// A packet of our encoder (JSON arguments of `build` in [`ENCODER`]) to port 62201.
     Made(&'static str),
     /// A UDP datagram that is no SPA packet, to port 62201.
@@ -129,7 +135,7 @@ impl Row {
 }
 
 const P: Kind = Kind::Parse;
-use Outcome::{Accepts, Exits, Knocks, Refuses, Rotates};
+use Outcome::{Accepts, Exits, Knocks, Ran, Refuses, Rotates};
 
 const ROWS: &[Row] = &[
     // ── access.conf semantics ──────────────────────────────────────────────────────
@@ -456,6 +462,141 @@ const HOOK_ROWS: &[Row] = &[
     .args(&["-P", "udp port 40000"]),
 ];
 
+/// The server transports and sudo: the TCP server, SPA data in TCP segments and ICMP,
+/// SPA over HTTP, commands through SUDO_EXE; knocked by the real fwknop and by postern.
+const TRANSPORT_ROWS: &[Row] = &[
+    // One knock a row: fwknopd adds no second rule for the same source and port, and so
+    // logs no second grant.
+    row(
+        "ENABLE_TCP_SERVER and a filter with its port: fwknop -P tcp",
+        Kind::Run(&[Knock::Fwknop(&["-P", "tcp"])]),
+        Knocks(&[true]),
+    )
+    .server("ENABLE_TCP_SERVER Y\nPCAP_FILTER udp port 62201 or tcp port 62201\n"),
+    row(
+        "ENABLE_TCP_SERVER and a filter with its port: postern -P tcp",
+        Kind::Run(&[Knock::Postern(&["-P", "tcp"])]),
+        Knocks(&[true]),
+    )
+    .server("ENABLE_TCP_SERVER Y\nPCAP_FILTER udp port 62201 or tcp port 62201\n"),
+    row(
+        "TCPSERV_PORT 40001: fwknop -P tcp -p 40001",
+        Kind::Run(&[Knock::Fwknop(&["-P", "tcp", "-p", "40001"])]),
+        Knocks(&[true]),
+    )
+    .server("ENABLE_TCP_SERVER Y\nTCPSERV_PORT 40001\nPCAP_FILTER udp port 62201 or tcp port 40001\n"),
+    row(
+        "ENABLE_TCP_SERVER with the default filter: fwknop -P tcp",
+        Kind::Run(&[Knock::Fwknop(&["-P", "tcp"])]),
+        Knocks(&[false]),
+    )
+    .server("ENABLE_TCP_SERVER Y\n")
+    .differs(
+        Knocks(&[true]),
+        "fwknopd accepts the connection but its default filter (udp port 62201) never shows it the data; posternd's default filter admits the TCP server's port",
+    ),
+    row(
+        "a TCP segment the filter admits: fwknop -P tcpraw",
+        Kind::Run(&[Knock::Fwknop(&["-P", "tcpraw"])]),
+        Knocks(&[true]),
+    )
+    .server("PCAP_FILTER udp port 62201 or tcp port 62201 or icmp\n"),
+    row(
+        "a TCP segment the filter admits: postern -P tcpraw",
+        Kind::Run(&[Knock::Postern(&["-P", "tcpraw"])]),
+        Knocks(&[true]),
+    )
+    .server("PCAP_FILTER udp port 62201 or tcp port 62201 or icmp\n"),
+    row(
+        "an ICMP echo request the filter admits: fwknop -P icmp",
+        Kind::Run(&[Knock::Fwknop(&["-P", "icmp"])]),
+        Knocks(&[true]),
+    )
+    .server("PCAP_FILTER udp port 62201 or tcp port 62201 or icmp\n"),
+    row(
+        "an ICMP echo request the filter admits: postern -P icmp",
+        Kind::Run(&[Knock::Postern(&["-P", "icmp"])]),
+        Knocks(&[true]),
+    )
+    .server("PCAP_FILTER udp port 62201 or tcp port 62201 or icmp\n"),
+    row(
+        "the default filter takes no TCP segment: fwknop -P tcpraw",
+        Kind::Run(&[Knock::Fwknop(&["-P", "tcpraw"]), Knock::Fwknop(&["-P", "udpraw"])]),
+        Knocks(&[false, true]),
+    ),
+    row(
+        "ENABLE_SPA_OVER_HTTP: fwknop -P http to a web server",
+        Kind::Run(&[Knock::Fwknop(&["-P", "http", "-p", "80"])]),
+        Knocks(&[true]),
+    )
+    .server("ENABLE_SPA_OVER_HTTP Y\nPCAP_FILTER udp port 62201 or tcp port 80\n"),
+    row(
+        "ENABLE_SPA_OVER_HTTP: postern -P http to a web server",
+        Kind::Run(&[Knock::Postern(&["-P", "http", "-p", "80"])]),
+        Knocks(&[true]),
+    )
+    .server("ENABLE_SPA_OVER_HTTP Y\nPCAP_FILTER udp port 62201 or tcp port 80\n"),
+    row(
+        "SPA over HTTP off: fwknop -P http opens nothing",
+        Kind::Run(&[Knock::Fwknop(&["-P", "http", "-p", "80"])]),
+        Knocks(&[false]),
+    )
+    .server("PCAP_FILTER udp port 62201 or tcp port 80\n"),
+    row("ENABLE_CMD_SUDO_EXEC Y (parse)", P, Accepts).access(concat!(
+        "SOURCE ANY\nKEY_BASE64 cG9zdGVybi1jb21wYXQtdGFibGUtZW5jcnlwdGlvbiE=\n",
+        "ENABLE_CMD_EXEC Y\nENABLE_CMD_SUDO_EXEC Y\nCMD_SUDO_EXEC_USER nobody\n"
+    )),
+    row("CMD_SUDO_EXEC_USER of no user (parse)", P, Refuses).access(concat!(
+        "SOURCE ANY\nKEY_BASE64 cG9zdGVybi1jb21wYXQtdGFibGUtZW5jcnlwdGlvbiE=\n",
+        "ENABLE_CMD_EXEC Y\nENABLE_CMD_SUDO_EXEC Y\nCMD_SUDO_EXEC_USER no-such-user-here\n"
+    )),
+    row("CMD_SUDO_EXEC_GROUP nogroup (parse)", P, Refuses)
+        .access(concat!(
+            "SOURCE ANY\nKEY_BASE64 cG9zdGVybi1jb21wYXQtdGFibGUtZW5jcnlwdGlvbiE=\n",
+            "ENABLE_CMD_EXEC Y\nENABLE_CMD_SUDO_EXEC Y\nCMD_SUDO_EXEC_GROUP nogroup\n"
+        ))
+        .differs(
+            Accepts,
+            "fwknopd looks the group up among the users (and finds no user 'nogroup'); posternd takes a group name as a group, and a user name as that user's group, as for CMD_EXEC_GROUP",
+        ),
+    row(
+        "a command through sudo as another user",
+        Kind::Run(&[Knock::Command("/bin/echo hello")]),
+        Ran("-u nobody /bin/echo hello\n"),
+    )
+    .server("SUDO_EXE $DIR/sudo.sh\n")
+    .files(&[("sudo.sh", "#!/bin/sh\necho \"$@\" > $DIR/ran\n")])
+    .access(concat!(
+        "SOURCE ANY\nKEY_BASE64 cG9zdGVybi1jb21wYXQtdGFibGUtZW5jcnlwdGlvbiE=\n",
+        "HMAC_KEY_BASE64 cG9zdGVybi1jb21wYXQtdGFibGUtaG1hYy1rZXktLXNpeHR5LWZvdXItYnl0ZXMtbG9uZy0tLS0tLS0tLS0=\n",
+        "ENABLE_CMD_EXEC Y\nENABLE_CMD_SUDO_EXEC Y\nCMD_SUDO_EXEC_USER nobody\n",
+    )),
+    row(
+        "a command through sudo: the group only with CMD_EXEC_GROUP",
+        Kind::Run(&[Knock::Command("/bin/echo a;b  c")]),
+        Ran("-u nobody /bin/echo a;b c\n"),
+    )
+    .server("SUDO_EXE $DIR/sudo.sh\n")
+    .files(&[("sudo.sh", "#!/bin/sh\necho \"$@\" > $DIR/ran\n")])
+    .access(concat!(
+        "SOURCE ANY\nKEY_BASE64 cG9zdGVybi1jb21wYXQtdGFibGUtZW5jcnlwdGlvbiE=\n",
+        "HMAC_KEY_BASE64 cG9zdGVybi1jb21wYXQtdGFibGUtaG1hYy1rZXktLXNpeHR5LWZvdXItYnl0ZXMtbG9uZy0tLS0tLS0tLS0=\n",
+        "ENABLE_CMD_EXEC Y\nENABLE_CMD_SUDO_EXEC Y\nCMD_SUDO_EXEC_USER nobody\nCMD_SUDO_EXEC_GROUP daemon\n",
+    )),
+    row(
+        "a command through sudo as root, with a group and CMD_EXEC_GROUP",
+        Kind::Run(&[Knock::Command("/bin/echo hello")]),
+        Ran("-g daemon /bin/echo hello\n"),
+    )
+    .server("SUDO_EXE $DIR/sudo.sh\n")
+    .files(&[("sudo.sh", "#!/bin/sh\necho \"$@\" > $DIR/ran\n")])
+    .access(concat!(
+        "SOURCE ANY\nKEY_BASE64 cG9zdGVybi1jb21wYXQtdGFibGUtZW5jcnlwdGlvbiE=\n",
+        "HMAC_KEY_BASE64 cG9zdGVybi1jb21wYXQtdGFibGUtaG1hYy1rZXktLXNpeHR5LWZvdXItYnl0ZXMtbG9uZy0tLS0tLS0tLS0=\n",
+        "ENABLE_CMD_EXEC Y\nENABLE_CMD_SUDO_EXEC Y\nCMD_SUDO_EXEC_USER root\nCMD_SUDO_EXEC_GROUP daemon\nCMD_EXEC_GROUP daemon\n",
+    )),
+];
+
 /// The encoder: fwknop's wire format from its parts (the message fields, the SPA digest,
 /// OpenSSL's salted key derivation, AES-256 by the `openssl` tool, the HMAC over the
 /// base64 text). `align` varies the random value until the message fills its last block
@@ -523,7 +664,9 @@ impl Setup {
                 std::fs::create_dir_all(parent).unwrap();
             }
             std::fs::write(&p, subst(text, &d)).unwrap();
-            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            // A row's scripts (`*.sh`: a fake sudo) must run.
+            let mode = if name.ends_with(".sh") { 0o700 } else { 0o600 };
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode))
                 .unwrap();
         };
         // Both daemons read the same fwknopd.conf: only what both know, plus the row's.
@@ -697,35 +840,39 @@ fn stop(p: &mut Proc) {
 }
 
 fn knock(lab: &Lab, k: Knock) {
+    let client = |program: &str, request: &[&str], extra: &[&str]| {
+        let out = lab
+            .c1
+            .cmd(program)
+            .args(["--no-rc-file", "--no-save-args"])
+            .args(request)
+            .args([
+                "-D",
+                SRV,
+                "--key-base64-rijndael",
+                KEY,
+                "--key-base64-hmac",
+                HMAC,
+            ])
+            .args(extra)
+            .env("HOME", &lab.dir.0)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
     match k {
-        Knock::Fwknop(extra) => {
-            let out = lab
-                .c1
-                .cmd("fwknop")
-                .args([
-                    "--no-rc-file",
-                    "--no-save-args",
-                    "-A",
-                    "tcp/22",
-                    "-a",
-                    C1,
-                    "-D",
-                    SRV,
-                    "--key-base64-rijndael",
-                    KEY,
-                    "--key-base64-hmac",
-                    HMAC,
-                ])
-                .args(extra)
-                .env("HOME", &lab.dir.0)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "fwknop: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        Knock::Fwknop(extra) => client("fwknop", &["-A", "tcp/22", "-a", C1], extra),
+        Knock::Postern(extra) => client(
+            &crate::lab::postern_bin(),
+            &["-A", "tcp/22", "-a", C1],
+            extra,
+        ),
+        Knock::Command(cmd) => client("fwknop", &["-C", cmd, "-a", C1], &[]),
         Knock::Made(json) => {
             let out = Command::new("python3")
                 .args(["-c", ENCODER, json, C1])
@@ -804,6 +951,22 @@ fn observe_run(r: &Row, d: Daemon, lab: &Lab, knocks: &[Knock]) -> (Outcome, Str
         stop(&mut p);
         return (Refuses, text());
     }
+    // fwknopd starts its TCP server in a child after its ready line: knock once it listens.
+    if r.server.contains("ENABLE_TCP_SERVER Y") {
+        let port = r
+            .server
+            .lines()
+            .find_map(|l| l.strip_prefix("TCPSERV_PORT "))
+            .unwrap_or("62201");
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            let out = lab.srv.run(&["ss", "-Htln", &format!("sport = :{port}")]);
+            if !out.stdout.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     let outcome = match r.want {
         Rotates => {
             let mut old = store.as_os_str().to_owned();
@@ -813,6 +976,20 @@ fn observe_run(r: &Row, d: Daemon, lab: &Lab, knocks: &[Knock]) -> (Outcome, Str
             } else {
                 Accepts
             }
+        }
+        Ran(_) => {
+            for k in knocks {
+                knock(lab, *k);
+            }
+            let ran = s.path("ran");
+            let start = Instant::now();
+            while !ran.exists() && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // The fake sudo writes its line at once; give it a moment to finish.
+            std::thread::sleep(Duration::from_millis(200));
+            let got = std::fs::read_to_string(&ran).unwrap_or_default();
+            Ran(Box::leak(got.into_boxed_str()))
         }
         Exits => {
             for k in knocks {
@@ -865,7 +1042,8 @@ fn check_rows(rows: &[Row], hook: bool) -> (Vec<String>, Vec<String>, usize) {
     for r in rows {
         let observe = |d: Daemon, lab: &mut Option<Lab>| match r.kind {
             Kind::Run(knocks) => {
-                let lab = lab.get_or_insert_with(|| Lab::new(&[22]));
+                // tcp/80: the web server `fwknop -P http` connects to.
+                let lab = lab.get_or_insert_with(|| Lab::new(&[22, 80]));
                 observe_run(r, d, lab, knocks)
             }
             _ => observe_static(r, d, &ns),
@@ -944,6 +1122,28 @@ fn pcap_filter_directive_as_fwknopd() {
         "{} of {} PCAP_FILTER rows fail:\n\n{}",
         failures.len(),
         HOOK_ROWS.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// The TCP server, TCP and ICMP intake, SPA over HTTP and sudo, side by side.
+#[test]
+fn server_transports_as_fwknopd() {
+    if !can_run("server_transports_as_fwknopd") {
+        return;
+    }
+    let (failures, differences, same) = check_rows(TRANSPORT_ROWS, false);
+    eprintln!(
+        "fwknopd compat (transports): {} rows, {same} with the same outcome, {} deliberate differences:\n  {}",
+        TRANSPORT_ROWS.len(),
+        differences.len(),
+        differences.join("\n  ")
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} transport rows fail:\n\n{}",
+        failures.len(),
+        TRANSPORT_ROWS.len(),
         failures.join("\n\n")
     );
 }
