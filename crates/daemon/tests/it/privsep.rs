@@ -88,7 +88,7 @@ sys.stderr.write("posternd: {STRANGER} (stanza access.conf:1): granted {STRANGER
 sys.stderr.write("posternd: forged\rline\x1b[2J with controls\n")
 sys.stderr.flush()
 time.sleep(1.5)
-out.write("A" * 10000)
+out.write("A" * 20000)
 out.flush()
 time.sleep(30)
 "#,
@@ -147,7 +147,16 @@ time.sleep(30)
         log.contains(&format!("says: {STRANGER} (stanza access.conf:1): granted")),
         "{log}"
     );
-    assert!(log.contains("line longer than 4096 bytes"), "{log}");
+    assert!(log.contains("line longer than 16168 bytes"), "{log}");
+    // Junk the real worker forwards for the refusal log (at most one per address every
+    // 10 s): control bytes, which JSON escapes six to one, and bytes past ASCII. It stays
+    // within the protocol: the worker is not replaced.
+    let broke = |log: &str| log.matches("broke the protocol").count();
+    let before = broke(&lab.log());
+    lab.send_raw(&lab.c2, crate::lab::SRV_C2, &[&"\u{1}".repeat(1400)]);
+    lab.send_raw(&lab.c1, SRV, &[&"\u{ff}".repeat(1400)]);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(broke(&lab.log()), before, "{}", lab.log());
     // Real knocks work with the real worker.
     lab.send_raw(&lab.c1, SRV, &[&access]);
     assert!(
