@@ -300,8 +300,9 @@ const ROWS: &[Row] = &[
         "-P",
         "udp dst port 62201 and (src host 198.18.1.2 or src net 198.18.2.0/24)",
     ]),
-    row("-P tcp port 22", P, Accepts)
-        .args(&["-P", "tcp port 22"])
+    row("-P tcp port 22", P, Accepts).args(&["-P", "tcp port 22"]),
+    row("-P sctp port 22", P, Accepts)
+        .args(&["-P", "sctp port 22"])
         .differs(
             Refuses,
             "fwknopd hands any filter to libpcap when it starts capturing; posternd compiles its subset and names what it cannot",
